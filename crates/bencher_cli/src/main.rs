@@ -1,0 +1,2 @@
+//! The `bencher` command-line interface.
+fn main() {}

@@ -1,0 +1,35 @@
+//! The wire contract shared by the server, the CLI and the runner: typed ids,
+//! validated names, slugs, sizes and secret keys, and the JSON bodies of the REST API.
+//!
+//! Everything here is pure data with validation at construction; no IO. Values that
+//! exist are valid, so code past the edge never re-checks them.
+
+mod id;
+mod name;
+mod pagination;
+mod runner;
+mod secret;
+mod server;
+mod size;
+mod slug;
+mod spec;
+mod token;
+
+pub use id::{JobUuid, ResourceId, RunnerUuid, SpecUuid, TokenUuid};
+pub use name::{NameError, ResourceName};
+pub use pagination::{Direction, Pagination, SortBy, DEFAULT_PER_PAGE, MAX_PER_PAGE};
+pub use runner::{
+    JsonNewRunner, JsonNewRunnerSpec, JsonRunner, JsonRunnerKey, JsonUpdateRunner, RunnerQuery,
+    RunnerState,
+};
+pub use secret::{ApiToken, KeyError, RunnerKey, SECRET_LEN};
+pub use server::{JsonError, JsonHealth, JsonServerVersion};
+pub use size::{ByteSize, SizeError};
+pub use slug::{Slug, SlugError};
+pub use spec::{
+    Architecture, Cpu, CpuError, JsonNewSpec, JsonSpec, JsonUpdateSpec, Os, Sandbox, SpecQuery,
+};
+pub use token::{JsonCreatedToken, JsonNewToken, JsonToken};
+
+/// Header carrying the total number of items of a paginated list.
+pub const TOTAL_COUNT_HEADER: &str = "X-Total-Count";
