@@ -17,7 +17,7 @@ mod token;
 
 pub use id::{JobUuid, ResourceId, RunnerUuid, SpecUuid, TokenUuid};
 pub use name::{NameError, ResourceName};
-pub use pagination::{Direction, Pagination, SortBy, DEFAULT_PER_PAGE, MAX_PER_PAGE};
+pub use pagination::{DEFAULT_PER_PAGE, Direction, MAX_PER_PAGE, Pagination, SortBy};
 pub use runner::{
     JsonNewRunner, JsonNewRunnerSpec, JsonRunner, JsonRunnerKey, JsonUpdateRunner, RunnerQuery,
     RunnerState,

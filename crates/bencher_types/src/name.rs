@@ -75,10 +75,27 @@ mod tests {
 
     #[test]
     fn validates() {
-        assert_eq!(" My Runner ".parse::<ResourceName>().unwrap().as_str(), "My Runner");
+        assert_eq!(
+            " My Runner ".parse::<ResourceName>().unwrap().as_str(),
+            "My Runner"
+        );
         assert_eq!("   ".parse::<ResourceName>(), Err(NameError::Empty));
-        assert_eq!("é".repeat(64).parse::<ResourceName>().unwrap().as_str().chars().count(), 64);
-        assert_eq!("é".repeat(65).parse::<ResourceName>(), Err(NameError::TooLong(65)));
-        assert_eq!("a\nb".parse::<ResourceName>(), Err(NameError::ControlCharacter));
+        assert_eq!(
+            "é".repeat(64)
+                .parse::<ResourceName>()
+                .unwrap()
+                .as_str()
+                .chars()
+                .count(),
+            64
+        );
+        assert_eq!(
+            "é".repeat(65).parse::<ResourceName>(),
+            Err(NameError::TooLong(65))
+        );
+        assert_eq!(
+            "a\nb".parse::<ResourceName>(),
+            Err(NameError::ControlCharacter)
+        );
     }
 }

@@ -48,7 +48,9 @@ impl Pagination {
     pub fn limit_offset(&self) -> Result<(u32, u64), String> {
         let per_page = self.per_page.unwrap_or(DEFAULT_PER_PAGE);
         if !(1..=MAX_PER_PAGE).contains(&per_page) {
-            return Err(format!("per_page must be between 1 and {MAX_PER_PAGE}, got {per_page}"));
+            return Err(format!(
+                "per_page must be between 1 and {MAX_PER_PAGE}, got {per_page}"
+            ));
         }
         let page = self.page.unwrap_or(1);
         if page == 0 {
@@ -65,13 +67,26 @@ mod tests {
     #[test]
     fn limit_offset() {
         assert_eq!(Pagination::default().limit_offset(), Ok((25, 0)));
-        let p = Pagination { per_page: Some(10), page: Some(3), ..Default::default() };
+        let p = Pagination {
+            per_page: Some(10),
+            page: Some(3),
+            ..Default::default()
+        };
         assert_eq!(p.limit_offset(), Ok((10, 20)));
-        let p = Pagination { per_page: Some(0), ..Default::default() };
+        let p = Pagination {
+            per_page: Some(0),
+            ..Default::default()
+        };
         assert!(p.limit_offset().is_err());
-        let p = Pagination { per_page: Some(256), ..Default::default() };
+        let p = Pagination {
+            per_page: Some(256),
+            ..Default::default()
+        };
         assert!(p.limit_offset().is_err());
-        let p = Pagination { page: Some(0), ..Default::default() };
+        let p = Pagination {
+            page: Some(0),
+            ..Default::default()
+        };
         assert!(p.limit_offset().is_err());
     }
 }

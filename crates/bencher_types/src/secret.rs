@@ -109,7 +109,10 @@ mod tests {
     fn parses_the_documented_format() {
         let key: RunnerKey = GOOD.parse().unwrap();
         assert_eq!(key.expose_secret(), GOOD);
-        assert_eq!(RunnerKey::from_random("0123456789abcdefghijABCDEFGHIJ").unwrap(), key);
+        assert_eq!(
+            RunnerKey::from_random("0123456789abcdefghijABCDEFGHIJ").unwrap(),
+            key
+        );
     }
 
     #[test]
@@ -117,7 +120,7 @@ mod tests {
         for bad in [
             "",
             "bencher_runner_",
-            "bencher_runner_0123456789abcdefghijABCDEFGHI",   // 29
+            "bencher_runner_0123456789abcdefghijABCDEFGHI", // 29
             "bencher_runner_0123456789abcdefghijABCDEFGHIJK", // 31
             "bencher_runner_0123456789abcdefghijABCDEFGHI-",
             "bencher_user_0123456789abcdefghijABCDEFGHIJ",
@@ -125,7 +128,11 @@ mod tests {
         ] {
             assert!(bad.parse::<RunnerKey>().is_err(), "{bad}");
         }
-        assert!("bencher_runner_0123456789abcdefghijABCDEFGHIJ".parse::<ApiToken>().is_err());
+        assert!(
+            "bencher_runner_0123456789abcdefghijABCDEFGHIJ"
+                .parse::<ApiToken>()
+                .is_err()
+        );
     }
 
     #[test]

@@ -54,7 +54,12 @@ impl ByteSize {
 
     /// The largest binary unit that divides the size exactly, for tables: `48 GiB`.
     pub fn human(self) -> String {
-        for (unit, factor) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        for (unit, factor) in [
+            ("TiB", 1u64 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ] {
             if self.0 % factor == 0 {
                 return format!("{} {unit}", self.0 / factor);
             }
@@ -120,8 +125,14 @@ mod tests {
         assert_eq!("51539607552".parse::<ByteSize>().unwrap().bytes(), 48 << 30);
         assert_eq!("48GiB".parse::<ByteSize>().unwrap().bytes(), 48 << 30);
         assert_eq!("48 gib".parse::<ByteSize>().unwrap().bytes(), 48 << 30);
-        assert_eq!("128GiB".parse::<ByteSize>().unwrap().bytes(), 137_438_953_472);
-        assert_eq!("2TB".parse::<ByteSize>().unwrap().bytes(), 2_000_000_000_000);
+        assert_eq!(
+            "128GiB".parse::<ByteSize>().unwrap().bytes(),
+            137_438_953_472
+        );
+        assert_eq!(
+            "2TB".parse::<ByteSize>().unwrap().bytes(),
+            2_000_000_000_000
+        );
         assert_eq!("512MiB".parse::<ByteSize>().unwrap().human(), "512 MiB");
         assert_eq!(ByteSize::new(1536).unwrap().human(), "1536 B");
     }
@@ -130,11 +141,26 @@ mod tests {
     fn rejects_bad_sizes() {
         assert_eq!("0".parse::<ByteSize>(), Err(SizeError::Zero));
         assert_eq!("0GiB".parse::<ByteSize>(), Err(SizeError::Zero));
-        assert!(matches!("GiB".parse::<ByteSize>(), Err(SizeError::Syntax(_))));
-        assert!(matches!("1.5GiB".parse::<ByteSize>(), Err(SizeError::Syntax(_))));
-        assert!(matches!("12 parsecs".parse::<ByteSize>(), Err(SizeError::Syntax(_))));
-        assert!(matches!("-1".parse::<ByteSize>(), Err(SizeError::Syntax(_))));
-        assert_eq!("99999999999999999999".parse::<ByteSize>(), Err(SizeError::TooLarge));
+        assert!(matches!(
+            "GiB".parse::<ByteSize>(),
+            Err(SizeError::Syntax(_))
+        ));
+        assert!(matches!(
+            "1.5GiB".parse::<ByteSize>(),
+            Err(SizeError::Syntax(_))
+        ));
+        assert!(matches!(
+            "12 parsecs".parse::<ByteSize>(),
+            Err(SizeError::Syntax(_))
+        ));
+        assert!(matches!(
+            "-1".parse::<ByteSize>(),
+            Err(SizeError::Syntax(_))
+        ));
+        assert_eq!(
+            "99999999999999999999".parse::<ByteSize>(),
+            Err(SizeError::TooLarge)
+        );
         assert_eq!("9000TiB".parse::<ByteSize>(), Err(SizeError::TooLarge));
         assert_eq!(ByteSize::new(MAX_BYTE_SIZE + 1), Err(SizeError::TooLarge));
     }

@@ -76,9 +76,12 @@ impl FromStr for Slug {
         if s.len() > MAX_SLUG_LEN {
             return Err(SlugError::TooLong(s.chars().count()));
         }
-        let well_formed = s
-            .split('-')
-            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        let well_formed = s.split('-').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
         if !well_formed {
             return Err(SlugError::Invalid(s.to_owned()));
         }
@@ -119,9 +122,18 @@ mod tests {
 
     #[test]
     fn derives_from_seed_names() {
-        assert_eq!(Slug::derive(&name("My Runner")).unwrap().as_str(), "my-runner");
-        assert_eq!(Slug::derive(&name("Intel v1")).unwrap().as_str(), "intel-v1");
-        assert_eq!(Slug::derive(&name("  --Foo__Bar!! ")).unwrap().as_str(), "foo-bar");
+        assert_eq!(
+            Slug::derive(&name("My Runner")).unwrap().as_str(),
+            "my-runner"
+        );
+        assert_eq!(
+            Slug::derive(&name("Intel v1")).unwrap().as_str(),
+            "intel-v1"
+        );
+        assert_eq!(
+            Slug::derive(&name("  --Foo__Bar!! ")).unwrap().as_str(),
+            "foo-bar"
+        );
         assert_eq!(Slug::derive(&name("日本")), None);
     }
 
@@ -139,9 +151,15 @@ mod tests {
     #[test]
     fn rejects_bad_slugs() {
         assert_eq!("".parse::<Slug>(), Err(SlugError::Empty));
-        assert!(matches!("a".repeat(65).parse::<Slug>(), Err(SlugError::TooLong(65))));
+        assert!(matches!(
+            "a".repeat(65).parse::<Slug>(),
+            Err(SlugError::TooLong(65))
+        ));
         for bad in ["My-Runner", "my_runner", "-a", "a-", "a--b", "a b", "é"] {
-            assert!(matches!(bad.parse::<Slug>(), Err(SlugError::Invalid(_))), "{bad}");
+            assert!(
+                matches!(bad.parse::<Slug>(), Err(SlugError::Invalid(_))),
+                "{bad}"
+            );
         }
         assert_eq!(
             "67e55044-10b1-426f-9247-bb680e5fe0c8".parse::<Slug>(),

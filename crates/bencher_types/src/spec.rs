@@ -118,10 +118,9 @@ impl FromStr for Cpu {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let count: u64 = s
-            .trim()
-            .parse()
-            .map_err(|_| format!("cpu must be a whole number between 1 and {MAX_CPU}, got `{s}`"))?;
+        let count: u64 = s.trim().parse().map_err(|_| {
+            format!("cpu must be a whole number between 1 and {MAX_CPU}, got `{s}`")
+        })?;
         u32::try_from(count)
             .map_err(|_| CpuError(count))
             .and_then(Self::new)
@@ -227,9 +226,15 @@ mod tests {
             assert_eq!(os.as_str().parse::<Os>().unwrap(), *os);
             assert_eq!(serde_json::to_string(os).unwrap(), format!("\"{os}\""));
         }
-        assert_eq!("x86_64".parse::<Architecture>().unwrap(), Architecture::X86_64);
+        assert_eq!(
+            "x86_64".parse::<Architecture>().unwrap(),
+            Architecture::X86_64
+        );
         let err = "amd64".parse::<Architecture>().unwrap_err();
-        assert_eq!(err, "unknown architecture `amd64`; expected one of: x86_64, aarch64");
+        assert_eq!(
+            err,
+            "unknown architecture `amd64`; expected one of: x86_64, aarch64"
+        );
     }
 
     #[test]
@@ -240,14 +245,25 @@ mod tests {
         assert!(!spec.network && !spec.fallback);
 
         for (bad, why) in [
-            (good.replace("\"cpu\":4", "\"cpu\":0"), "cpu must be between"),
-            (good.replace("\"cpu\":4", "\"cpu\":4097"), "cpu must be between"),
+            (
+                good.replace("\"cpu\":4", "\"cpu\":0"),
+                "cpu must be between",
+            ),
+            (
+                good.replace("\"cpu\":4", "\"cpu\":4097"),
+                "cpu must be between",
+            ),
             (good.replace("51539607552", "0"), "at least 1 byte"),
             (good.replace("\"linux\"", "\"plan9\""), "unknown variant"),
-            (good.replace("\"firecracker\"", "\"docker\""), "unknown variant"),
+            (
+                good.replace("\"firecracker\"", "\"docker\""),
+                "unknown variant",
+            ),
             (good.replace("}", ",\"gpu\":1}"), "unknown field"),
         ] {
-            let err = serde_json::from_str::<JsonNewSpec>(&bad).unwrap_err().to_string();
+            let err = serde_json::from_str::<JsonNewSpec>(&bad)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(why), "{bad}: {err}");
         }
     }
