@@ -60,7 +60,7 @@ impl ByteSize {
             ("MiB", 1 << 20),
             ("KiB", 1 << 10),
         ] {
-            if self.0 % factor == 0 {
+            if self.0.is_multiple_of(factor) {
                 return format!("{} {unit}", self.0 / factor);
             }
         }

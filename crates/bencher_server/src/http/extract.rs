@@ -1,20 +1,64 @@
 //! Request extractors whose every rejection is an `ApiError` with a JSON body, and the
 //! bearer-token authentication of users and admins.
 
-use axum::extract::{FromRequest, FromRequestParts};
-use axum::http::header::AUTHORIZATION;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use bencher_types::{ApiToken, JsonToken};
+use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::ApiError;
 use crate::auth::hash_secret;
 
-/// `axum::Json` whose rejections (bad syntax, unknown fields, invalid values, wrong
-/// content type, body over the limit) become JSON errors with the right status.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON object body. Like `axum::Json`, but every rejection (bad syntax, unknown
+/// fields, invalid values, wrong content type, body over the limit) is a JSON error with
+/// the right status, and only an object is accepted: serde would otherwise also read a
+/// struct from an array of its field values.
 pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<mime::Mime>().ok())
+            .is_some_and(|mime| {
+                mime.type_() == "application"
+                    && (mime.subtype() == "json" || mime.suffix().is_some_and(|s| s == "json"))
+            });
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType(
+                "expected a JSON body with `Content-Type: application/json`".into(),
+            ));
+        }
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => {
+                        ApiError::PayloadTooLarge(rejection.body_text())
+                    }
+                    _ => ApiError::BadRequest(rejection.body_text()),
+                })?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::BadRequest(
+                "the request body must be a JSON object".into(),
+            ));
+        }
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+        Ok(Self(value))
+    }
+}
 
 /// `axum::extract::Path` with JSON errors.
 #[derive(FromRequestParts)]

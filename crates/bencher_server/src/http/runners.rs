@@ -4,8 +4,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use bencher_types::{
-    JsonError, JsonNewRunner, JsonNewRunnerSpec, JsonRunner, JsonRunnerKey, JsonSpec,
-    JsonUpdateRunner, Pagination, ResourceId, RunnerQuery, RunnerState,
+    Direction, JsonError, JsonNewRunner, JsonNewRunnerSpec, JsonRunner, JsonRunnerKey, JsonSpec,
+    JsonUpdateRunner, Pagination, ResourceId, RunnerQuery, RunnerState, SortBy,
 };
 
 use super::error::ApiError;
@@ -164,7 +164,7 @@ pub async fn rotate_key(
 
 /// List the Specs a runner serves.
 #[utoipa::path(get, path = "/v0/runners/{runner}/specs", tag = "runners",
-    params(("runner" = String, Path, description = "Runner UUID or slug")),
+    params(("runner" = String, Path, description = "Runner UUID or slug"), Pagination),
     responses(
         (status = 200, body = [JsonSpec], headers(("X-Total-Count" = u64))),
         (status = 401, body = JsonError), (status = 403, body = JsonError), (status = 404, body = JsonError),
@@ -174,10 +174,27 @@ pub async fn list_specs(
     State(state): State<AppState>,
     _admin: Admin,
     Path(runner): Path<ResourceId>,
+    Query(pagination): Query<Pagination>,
 ) -> Result<Response, ApiError> {
-    let specs = state.store.runner_specs(&runner).await?;
+    let (limit, offset) = pagination.limit_offset().map_err(ApiError::BadRequest)?;
+    // A runner serves a handful of Specs: they come in one query and are paged here.
+    let mut specs = state.store.runner_specs(&runner).await?;
     let total = specs.len() as u64;
-    Ok(paginated(specs, total))
+    match pagination.sort.unwrap_or_default() {
+        SortBy::Name => {
+            specs.sort_by(|a, b| (a.name.as_str(), a.uuid).cmp(&(b.name.as_str(), b.uuid)))
+        }
+        SortBy::Created => specs.sort_by_key(|s| (s.created, s.uuid)),
+    }
+    if pagination.direction.unwrap_or_default() == Direction::Desc {
+        specs.reverse();
+    }
+    let page = specs
+        .into_iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(limit as usize)
+        .collect();
+    Ok(paginated(page, total))
 }
 
 /// Let a runner serve a Spec.

@@ -150,6 +150,18 @@ impl Store {
         self.backend
     }
 
+    /// Starts a transaction that will write. SQLite takes its write lock at `BEGIN
+    /// IMMEDIATE`, so concurrent writers queue on the busy timeout instead of failing when
+    /// a read lock cannot be upgraded; PostgreSQL locks rows as it goes.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// A trivial query, for the health endpoint.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

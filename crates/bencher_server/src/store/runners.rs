@@ -106,7 +106,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Runner, StoreError> {
         let uuid = uuid::Uuid::new_v4();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let slug =
             choose_slug(&mut tx, TABLE, new.slug.as_ref(), &new.name, uuid, "runner").await?;
         let inserted = sqlx::query(
@@ -202,7 +202,7 @@ impl Store {
         update: &JsonUpdateRunner,
         now: DateTime<Utc>,
     ) -> Result<Runner, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let current = fetch_row(&mut *tx, id).await?;
         let archived = match update.archived {
             Some(true) => Some(current.archived.unwrap_or(to_millis(now))),
@@ -250,7 +250,7 @@ impl Store {
         key_hash: &str,
         now: DateTime<Utc>,
     ) -> Result<Runner, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let current = fetch_row(&mut *tx, id).await?;
         sqlx::query("UPDATE runner SET key_hash = $1, modified = $2 WHERE uuid = $3")
             .bind(key_hash.to_owned())
@@ -305,7 +305,7 @@ impl Store {
         spec: &ResourceId,
         now: DateTime<Utc>,
     ) -> Result<JsonSpec, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let runner_row = fetch_row(&mut *tx, runner).await?;
         let spec = fetch_spec(&mut tx, spec).await?;
         if spec.archived.is_some() {
@@ -341,7 +341,7 @@ impl Store {
         runner: &ResourceId,
         spec: &ResourceId,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let runner_row = fetch_row(&mut *tx, runner).await?;
         let spec = fetch_spec(&mut tx, spec).await?;
         let deleted =

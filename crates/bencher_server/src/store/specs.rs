@@ -177,7 +177,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<JsonSpec, StoreError> {
         let uuid = uuid::Uuid::new_v4();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let slug = choose_slug(&mut tx, TABLE, new.slug.as_ref(), &new.name, uuid, "spec").await?;
         if new.fallback {
             clear_fallback(&mut tx, now).await?;
@@ -250,7 +250,7 @@ impl Store {
         update: &JsonUpdateSpec,
         now: DateTime<Utc>,
     ) -> Result<JsonSpec, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let current = fetch_spec(&mut tx, id).await?;
         let archived = match update.archived {
             Some(true) => Some(current.archived.unwrap_or(now)),
@@ -298,7 +298,7 @@ impl Store {
 
     /// Deletes a Spec nobody references; a Spec in use is a conflict (archive it instead).
     pub async fn delete_spec(&self, id: &ResourceId) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let spec = fetch_spec(&mut tx, id).await?;
         let runners: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM runner_spec WHERE spec_uuid = $1")

@@ -75,7 +75,7 @@ impl Store {
     where
         F: FnOnce() -> Result<(), E>,
     {
-        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let mut tx = self.begin_write().await.map_err(StoreError::from)?;
         let claimed = sqlx::query(
             "INSERT INTO server_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
         )
@@ -147,7 +147,7 @@ impl Store {
         uuid: TokenUuid,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row: Option<TokenRow> = sqlx::query_as(&format!(
             "SELECT {TOKEN_COLUMNS} FROM api_token WHERE uuid = $1"
         ))

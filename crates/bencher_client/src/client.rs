@@ -1,0 +1,472 @@
+//! `Client`: one async method per REST endpoint, and the plumbing they share (URL
+//! building, authentication, status and body decoding, list totals).
+
+use std::time::Duration;
+
+use bencher_types::{
+    ApiToken, JsonCreatedToken, JsonHealth, JsonNewRunner, JsonNewRunnerSpec, JsonNewSpec,
+    JsonNewToken, JsonRunner, JsonRunnerKey, JsonServerVersion, JsonSpec, JsonToken,
+    JsonUpdateRunner, JsonUpdateSpec, Pagination, ResourceId, RunnerQuery, SpecQuery,
+    TOTAL_COUNT_HEADER, TokenUuid,
+};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::ClientError;
+
+/// Sent with every request, so server logs tell CLI and runner versions apart.
+pub const USER_AGENT: &str = concat!("bencher/", env!("CARGO_PKG_VERSION"));
+
+/// Short enough that a wrong `--host` fails fast; the request timeout covers the rest.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Every endpoint here answers from the database; a minute means the server is stuck.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One page of a list endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Number of items matching the filters across all pages (`X-Total-Count`).
+    pub total: u64,
+}
+
+/// A client of one Bencher API server, optionally authenticated with an API token.
+///
+/// Cheap to clone: clones share one connection pool.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    host: Url,
+    // `ApiToken`'s `Debug` is redacted, so deriving `Debug` here is safe.
+    token: Option<ApiToken>,
+}
+
+/// A response that arrived, whatever its status.
+struct Reply {
+    method: Method,
+    url: String,
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+        serde_json::from_slice(&self.body).map_err(|source| ClientError::Decode {
+            method: self.method.to_string(),
+            url: self.url.clone(),
+            status: self.status.as_u16(),
+            source,
+        })
+    }
+
+    fn page<T: DeserializeOwned>(&self) -> Result<Page<T>, ClientError> {
+        let total = self
+            .headers
+            .get(TOTAL_COUNT_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .ok_or_else(|| ClientError::MissingTotal {
+                method: self.method.to_string(),
+                url: self.url.clone(),
+                header: TOTAL_COUNT_HEADER,
+            })?;
+        Ok(Page {
+            items: self.json()?,
+            total,
+        })
+    }
+}
+
+impl Client {
+    /// A client of the server at `host` (such as `https://api.bencher.example.com`, or
+    /// one with a path prefix when the API sits behind a reverse proxy).
+    ///
+    /// Fails when `host` cannot be the base of the API's URLs: not http(s), or carrying
+    /// credentials, a query or a fragment that would be silently dropped or misused.
+    pub fn new(host: Url, token: Option<ApiToken>) -> Result<Self, ClientError> {
+        validate_host(&host)?;
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|source| ClientError::Transport {
+                method: "(setup)".to_owned(),
+                url: host.to_string(),
+                source,
+            })?;
+        Ok(Self { http, host, token })
+    }
+
+    pub fn host(&self) -> &Url {
+        &self.host
+    }
+
+    /// Whether requests carry an API token.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    // ---- server ----
+
+    /// `GET /v0/server/version`
+    pub async fn server_version(&self) -> Result<JsonServerVersion, ClientError> {
+        self.get(&["v0", "server", "version"]).await
+    }
+
+    /// `GET /v0/server/health`. A degraded server may answer 503 with the same body;
+    /// that is still a health report, not a failure to get one.
+    pub async fn server_health(&self) -> Result<JsonHealth, ClientError> {
+        let url = self.url(&["v0", "server", "health"])?;
+        let reply = self.exchange(Method::GET, url, |req| req).await?;
+        let degraded = (reply.status == StatusCode::SERVICE_UNAVAILABLE)
+            .then(|| serde_json::from_slice::<JsonHealth>(&reply.body).ok())
+            .flatten();
+        if let Some(health) = degraded {
+            return Ok(health);
+        }
+        success(reply)?.json()
+    }
+
+    // ---- runners ----
+
+    /// `GET /v0/runners`
+    pub async fn list_runners(
+        &self,
+        query: &RunnerQuery,
+        pagination: &Pagination,
+    ) -> Result<Page<JsonRunner>, ClientError> {
+        let url = self.url(&["v0", "runners"])?;
+        self.list(url, query, pagination).await
+    }
+
+    /// `POST /v0/runners`: the returned key is never shown again.
+    pub async fn create_runner(&self, body: &JsonNewRunner) -> Result<JsonRunnerKey, ClientError> {
+        self.post(&["v0", "runners"], body).await
+    }
+
+    /// `GET /v0/runners/{runner}`
+    pub async fn get_runner(&self, runner: &ResourceId) -> Result<JsonRunner, ClientError> {
+        self.get(&["v0", "runners", &runner.to_string()]).await
+    }
+
+    /// `PATCH /v0/runners/{runner}`
+    pub async fn update_runner(
+        &self,
+        runner: &ResourceId,
+        body: &JsonUpdateRunner,
+    ) -> Result<JsonRunner, ClientError> {
+        let url = self.url(&["v0", "runners", &runner.to_string()])?;
+        self.send(Method::PATCH, url, |req| req.json(body))
+            .await?
+            .json()
+    }
+
+    /// `POST /v0/runners/{runner}/key`: a new key; the previous one stops working at once.
+    pub async fn rotate_runner_key(
+        &self,
+        runner: &ResourceId,
+    ) -> Result<JsonRunnerKey, ClientError> {
+        let url = self.url(&["v0", "runners", &runner.to_string(), "key"])?;
+        self.send(Method::POST, url, |req| req).await?.json()
+    }
+
+    /// `GET /v0/runners/{runner}/specs`
+    pub async fn list_runner_specs(
+        &self,
+        runner: &ResourceId,
+        pagination: &Pagination,
+    ) -> Result<Page<JsonSpec>, ClientError> {
+        let url = self.url(&["v0", "runners", &runner.to_string(), "specs"])?;
+        self.list(url, &(), pagination).await
+    }
+
+    /// `POST /v0/runners/{runner}/specs`
+    pub async fn add_runner_spec(
+        &self,
+        runner: &ResourceId,
+        body: &JsonNewRunnerSpec,
+    ) -> Result<JsonSpec, ClientError> {
+        self.post(&["v0", "runners", &runner.to_string(), "specs"], body)
+            .await
+    }
+
+    /// `DELETE /v0/runners/{runner}/specs/{spec}`
+    pub async fn remove_runner_spec(
+        &self,
+        runner: &ResourceId,
+        spec: &ResourceId,
+    ) -> Result<(), ClientError> {
+        self.delete(&[
+            "v0",
+            "runners",
+            &runner.to_string(),
+            "specs",
+            &spec.to_string(),
+        ])
+        .await
+    }
+
+    // ---- specs ----
+
+    /// `GET /v0/specs`
+    pub async fn list_specs(
+        &self,
+        query: &SpecQuery,
+        pagination: &Pagination,
+    ) -> Result<Page<JsonSpec>, ClientError> {
+        let url = self.url(&["v0", "specs"])?;
+        self.list(url, query, pagination).await
+    }
+
+    /// `POST /v0/specs`
+    pub async fn create_spec(&self, body: &JsonNewSpec) -> Result<JsonSpec, ClientError> {
+        self.post(&["v0", "specs"], body).await
+    }
+
+    /// `GET /v0/specs/{spec}`
+    pub async fn get_spec(&self, spec: &ResourceId) -> Result<JsonSpec, ClientError> {
+        self.get(&["v0", "specs", &spec.to_string()]).await
+    }
+
+    /// `PATCH /v0/specs/{spec}`
+    pub async fn update_spec(
+        &self,
+        spec: &ResourceId,
+        body: &JsonUpdateSpec,
+    ) -> Result<JsonSpec, ClientError> {
+        let url = self.url(&["v0", "specs", &spec.to_string()])?;
+        self.send(Method::PATCH, url, |req| req.json(body))
+            .await?
+            .json()
+    }
+
+    /// `DELETE /v0/specs/{spec}`: refused (409) while a runner or a job references it.
+    pub async fn delete_spec(&self, spec: &ResourceId) -> Result<(), ClientError> {
+        self.delete(&["v0", "specs", &spec.to_string()]).await
+    }
+
+    // ---- tokens ----
+
+    /// `GET /v0/tokens`
+    pub async fn list_tokens(
+        &self,
+        pagination: &Pagination,
+    ) -> Result<Page<JsonToken>, ClientError> {
+        let url = self.url(&["v0", "tokens"])?;
+        self.list(url, &(), pagination).await
+    }
+
+    /// `POST /v0/tokens`: the returned secret is never shown again.
+    pub async fn create_token(&self, body: &JsonNewToken) -> Result<JsonCreatedToken, ClientError> {
+        self.post(&["v0", "tokens"], body).await
+    }
+
+    /// `DELETE /v0/tokens/{token}`
+    pub async fn revoke_token(&self, token: TokenUuid) -> Result<(), ClientError> {
+        self.delete(&["v0", "tokens", &token.to_string()]).await
+    }
+
+    // ---- plumbing ----
+
+    /// The host with `segments` appended, each percent-encoded as one path segment, so a
+    /// resource id can never add a segment or a query of its own.
+    fn url(&self, segments: &[&str]) -> Result<Url, ClientError> {
+        let mut url = self.host.clone();
+        url.path_segments_mut()
+            .map_err(|()| host_error(&self.host, "it cannot have a path"))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    async fn get<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
+        let url = self.url(segments)?;
+        self.send(Method::GET, url, |req| req).await?.json()
+    }
+
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let url = self.url(segments)?;
+        self.send(Method::POST, url, |req| req.json(body))
+            .await?
+            .json()
+    }
+
+    async fn delete(&self, segments: &[&str]) -> Result<(), ClientError> {
+        let url = self.url(segments)?;
+        self.send(Method::DELETE, url, |req| req).await?;
+        Ok(())
+    }
+
+    async fn list<Q: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        url: Url,
+        query: &Q,
+        pagination: &Pagination,
+    ) -> Result<Page<T>, ClientError> {
+        self.send(Method::GET, url, |req| req.query(query).query(pagination))
+            .await?
+            .page()
+    }
+
+    /// Sends a request and fails unless the server answered with success.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        build: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Reply, ClientError> {
+        success(self.exchange(method, url, build).await?)
+    }
+
+    /// Sends a request and reads the whole response, whatever its status.
+    async fn exchange(
+        &self,
+        method: Method,
+        url: Url,
+        build: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Reply, ClientError> {
+        // Errors name the URL without the query: filters may hold what a user searched for.
+        let shown = url.to_string();
+        let transport = |source: reqwest::Error| ClientError::Transport {
+            method: method.to_string(),
+            url: shown.clone(),
+            source: source.without_url(),
+        };
+        let mut request = self.http.request(method.clone(), url);
+        if let Some(token) = &self.token {
+            // `bearer_auth` marks the header sensitive, so reqwest never prints it either.
+            request = request.bearer_auth(token.expose_secret());
+        }
+        let response = build(request).send().await.map_err(transport)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(transport)?;
+        Ok(Reply {
+            method,
+            url: shown,
+            status,
+            headers,
+            body: body.to_vec(),
+        })
+    }
+}
+
+fn success(reply: Reply) -> Result<Reply, ClientError> {
+    if reply.status.is_success() {
+        Ok(reply)
+    } else {
+        Err(ClientError::from_response(reply.status, &reply.body))
+    }
+}
+
+fn host_error(host: &Url, reason: &'static str) -> ClientError {
+    ClientError::Host {
+        host: host.to_string(),
+        reason,
+    }
+}
+
+fn validate_host(host: &Url) -> Result<(), ClientError> {
+    if !matches!(host.scheme(), "http" | "https") {
+        return Err(host_error(host, "the scheme must be http or https"));
+    }
+    if host.cannot_be_a_base() || host.host().is_none() {
+        return Err(host_error(host, "it has no host name"));
+    }
+    if !host.username().is_empty() || host.password().is_some() {
+        // Shown in errors and sent as Basic auth beside the bearer token: refuse it.
+        let redacted = {
+            let mut url = host.clone();
+            // Both setters only fail for URLs without a host, ruled out above.
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url
+        };
+        return Err(host_error(
+            &redacted,
+            "credentials do not belong in the URL; pass an API token instead",
+        ));
+    }
+    if host.query().is_some() || host.fragment().is_some() {
+        return Err(host_error(host, "it must not have a query or a fragment"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(host: &str) -> Client {
+        let host = Url::parse(host).expect("test host parses");
+        Client::new(host, None).expect("test host is valid")
+    }
+
+    #[test]
+    fn builds_urls_from_encoded_segments() {
+        let c = client("http://localhost:6610");
+        let url = c
+            .url(&["v0", "runners", "my-runner", "specs"])
+            .expect("url");
+        assert_eq!(
+            url.as_str(),
+            "http://localhost:6610/v0/runners/my-runner/specs"
+        );
+        let url = c.url(&["v0", "specs", "../a b?c#d/e"]).expect("url");
+        assert_eq!(
+            url.as_str(),
+            "http://localhost:6610/v0/specs/..%2Fa%20b%3Fc%23d%2Fe"
+        );
+    }
+
+    #[test]
+    fn keeps_a_path_prefix() {
+        for host in [
+            "https://example.com/bencher",
+            "https://example.com/bencher/",
+        ] {
+            let url = client(host).url(&["v0", "server", "version"]).expect("url");
+            assert_eq!(
+                url.as_str(),
+                "https://example.com/bencher/v0/server/version"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_unusable_hosts() {
+        for (host, why) in [
+            ("mailto:admin@example.com", "scheme"),
+            ("ftp://example.com", "scheme"),
+            ("localhost:6610", "scheme"),
+            ("https://admin:hunter2@example.com", "credentials"),
+            ("https://example.com/?x=1", "query"),
+            ("https://example.com/#top", "fragment"),
+        ] {
+            let url = Url::parse(host).expect("test host parses");
+            let err = Client::new(url, None).expect_err(host).to_string();
+            assert!(err.contains(why), "{host}: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let token: ApiToken = "bencher_user_0123456789abcdefghijABCDEFGHIJ"
+            .parse()
+            .expect("test token parses");
+        let host = Url::parse("http://localhost:6610").expect("test host parses");
+        let c = Client::new(host, Some(token)).expect("valid client");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("0123456789abcdefghij"), "{debug}");
+    }
+}
