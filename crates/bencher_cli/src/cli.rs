@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use url::Url;
 
 use crate::output::Format;
+use crate::project::{self, ProjectCommand};
 use crate::runner::{self, RunnerCommand};
 use crate::server::{self, ServerCommand};
 use crate::spec::{self, SpecCommand};
@@ -65,6 +66,9 @@ pub enum Command {
     /// API tokens for users and admins
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Projects, each also a registry repository for benchmark images
+    #[command(subcommand)]
+    Project(ProjectCommand),
     /// The API server itself
     #[command(subcommand)]
     Server(ServerCommand),
@@ -86,6 +90,7 @@ impl Cli {
             Command::Runner(command) => runner::run(&ctx, command).await,
             Command::Spec(command) => spec::run(&ctx, command).await,
             Command::Token(command) => token::run(&ctx, command).await,
+            Command::Project(command) => project::run(&ctx, command).await,
             Command::Server(command) => server::run(&ctx, command).await,
         }
     }

@@ -3,6 +3,7 @@
 mod cli;
 mod output;
 mod pagination;
+mod project;
 mod runner;
 mod server;
 mod spec;

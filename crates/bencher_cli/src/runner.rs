@@ -194,7 +194,7 @@ pub async fn run(ctx: &Context, command: RunnerCommand) -> anyhow::Result<()> {
                 &rotated,
                 &format!(
                     "Rotated the key of runner `{}`.\n\
-                     The previous key stopped working immediately, and any runner still using it was disconnected.",
+                     The previous key stopped working immediately.",
                     rotated.slug
                 ),
             )

@@ -306,6 +306,32 @@ async fn json_output_and_lists(backend: Backend) {
         "not found",
     );
 
+    let project = json(
+        &bencher(
+            &server,
+            &[
+                "project",
+                "create",
+                "--name",
+                "My Project",
+                "--format",
+                "json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(project["slug"], "my-project");
+    let shown = ok(&bencher(&server, &["project", "view", "my-project"]).await);
+    assert!(
+        shown.contains(&format!(":{}/my-project", server.url.port().unwrap())),
+        "{shown}"
+    );
+    let projects = ok(&bencher(&server, &["project", "list"]).await);
+    assert!(
+        projects.contains("my-project") && projects.contains("1 of 1 project"),
+        "{projects}"
+    );
+
     let version = json(&bencher(&server, &["server", "version", "--format", "json"]).await);
     assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
     ok(&bencher_as(&server, None, &["server", "health"]).await);

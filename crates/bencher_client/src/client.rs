@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use bencher_types::{
-    ApiToken, JsonCreatedToken, JsonHealth, JsonNewRunner, JsonNewRunnerSpec, JsonNewSpec,
-    JsonNewToken, JsonRunner, JsonRunnerKey, JsonServerVersion, JsonSpec, JsonToken,
-    JsonUpdateRunner, JsonUpdateSpec, Pagination, ResourceId, RunnerQuery, SpecQuery,
-    TOTAL_COUNT_HEADER, TokenUuid,
+    ApiToken, JsonCreatedToken, JsonHealth, JsonNewProject, JsonNewRunner, JsonNewRunnerSpec,
+    JsonNewSpec, JsonNewToken, JsonProject, JsonRunner, JsonRunnerKey, JsonServerVersion, JsonSpec,
+    JsonToken, JsonUpdateRunner, JsonUpdateSpec, Pagination, ProjectQuery, ResourceId, RunnerQuery,
+    SpecQuery, TOTAL_COUNT_HEADER, TokenUuid,
 };
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -269,6 +269,28 @@ impl Client {
     /// `DELETE /v0/tokens/{token}`
     pub async fn revoke_token(&self, token: TokenUuid) -> Result<(), ClientError> {
         self.delete(&["v0", "tokens", &token.to_string()]).await
+    }
+
+    // ---- projects ----
+
+    /// `GET /v0/projects`
+    pub async fn list_projects(
+        &self,
+        query: &ProjectQuery,
+        pagination: &Pagination,
+    ) -> Result<Page<JsonProject>, ClientError> {
+        let url = self.url(&["v0", "projects"])?;
+        self.list(url, query, pagination).await
+    }
+
+    /// `POST /v0/projects`
+    pub async fn create_project(&self, body: &JsonNewProject) -> Result<JsonProject, ClientError> {
+        self.post(&["v0", "projects"], body).await
+    }
+
+    /// `GET /v0/projects/{project}`
+    pub async fn get_project(&self, project: &ResourceId) -> Result<JsonProject, ClientError> {
+        self.get(&["v0", "projects", &project.to_string()]).await
     }
 
     // ---- plumbing ----

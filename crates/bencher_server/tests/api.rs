@@ -104,6 +104,7 @@ backend_tests!(
     bad_input_is_rejected_and_changes_nothing,
     openapi_documents_every_route,
     bootstrap_survives_restart,
+    projects_are_open_to_users,
 );
 
 async fn version_and_health_need_no_token(backend: Backend) {
@@ -1035,6 +1036,9 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "/v0/tokens/{token}",
         "/v0/tokens/67e55044-10b1-426f-9247-bb680e5fe0c8",
     ),
+    ("get", "/v0/projects", "/v0/projects"),
+    ("post", "/v0/projects", "/v0/projects"),
+    ("get", "/v0/projects/{project}", "/v0/projects/nothing"),
 ];
 
 async fn openapi_documents_every_route(backend: Backend) {
@@ -1135,4 +1139,72 @@ async fn server_database_url(server: &TestServer) -> String {
         .database_url()
         .expect("PostgreSQL test server")
         .to_owned()
+}
+
+async fn projects_are_open_to_users(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (_, user) = post(&server, "/v0/tokens", json!({ "name": "dev" })).await;
+    let user_token = user["token"].as_str().unwrap().to_owned();
+    let as_user = |method: Method, path: &str| server.request_as(method, path, Some(&user_token));
+
+    let (status, project) = body(
+        as_user(Method::POST, "/v0/projects")
+            .json(&json!({ "name": "My Project" }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{project}");
+    assert_eq!(project["slug"], "my-project");
+    let (status, by_uuid) = body(
+        as_user(
+            Method::GET,
+            &format!("/v0/projects/{}", project["uuid"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(by_uuid, project);
+    let (_, by_slug) = get(&server, "/v0/projects/my-project").await;
+    assert_eq!(by_slug, project);
+
+    let (status, twin) = post(&server, "/v0/projects", json!({ "name": "My Project" })).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_ne!(twin["slug"], "my-project");
+    assert_error(
+        &post(
+            &server,
+            "/v0/projects",
+            json!({ "name": "X", "slug": "my-project" }),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "already exists",
+    );
+    assert_error(
+        &post(&server, "/v0/projects", json!({ "name": "" })).await,
+        StatusCode::BAD_REQUEST,
+        "empty",
+    );
+    assert_eq!(count(&server, "/v0/projects").await, 2);
+    assert_eq!(
+        count(&server, "/v0/projects?search=project&per_page=1").await,
+        2
+    );
+    assert_error(
+        &get(&server, "/v0/projects/nothing").await,
+        StatusCode::NOT_FOUND,
+        "project `nothing`",
+    );
+    let response = server
+        .request_as(Method::GET, "/v0/projects", None)
+        .send()
+        .await
+        .unwrap();
+    assert_error(&body(response).await, StatusCode::UNAUTHORIZED, "missing");
+    server.stop().await;
 }

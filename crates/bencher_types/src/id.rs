@@ -73,6 +73,10 @@ typed_uuid!(
     /// Identifies a Job.
     JobUuid
 );
+typed_uuid!(
+    /// Identifies a Project.
+    ProjectUuid
+);
 
 /// A resource addressed by its UUID or by its slug, as every `{resource}` path segment is.
 ///

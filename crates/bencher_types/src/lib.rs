@@ -7,6 +7,7 @@
 mod id;
 mod name;
 mod pagination;
+mod project;
 mod runner;
 mod secret;
 mod server;
@@ -15,9 +16,10 @@ mod slug;
 mod spec;
 mod token;
 
-pub use id::{JobUuid, ResourceId, RunnerUuid, SpecUuid, TokenUuid};
+pub use id::{JobUuid, ProjectUuid, ResourceId, RunnerUuid, SpecUuid, TokenUuid};
 pub use name::{NameError, ResourceName};
 pub use pagination::{DEFAULT_PER_PAGE, Direction, MAX_PER_PAGE, Pagination, SortBy};
+pub use project::{JsonNewProject, JsonProject, ProjectQuery};
 pub use runner::{
     JsonNewRunner, JsonNewRunnerSpec, JsonRunner, JsonRunnerKey, JsonUpdateRunner, RunnerQuery,
     RunnerState,

@@ -3,6 +3,7 @@
 
 pub mod error;
 mod extract;
+mod projects;
 mod runners;
 mod server;
 mod specs;
@@ -44,6 +45,7 @@ pub struct AppState {
         (name = "runners", description = "Machines that run jobs, their keys and the Specs they serve"),
         (name = "specs", description = "Hardware descriptions that jobs ask for"),
         (name = "tokens", description = "API tokens"),
+        (name = "projects", description = "Projects, each also a registry repository"),
         (name = "server", description = "Version, health and this document"),
     )
 )]
@@ -82,6 +84,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(specs::view, specs::update, specs::delete))
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::revoke))
+        .routes(routes!(projects::list, projects::create))
+        .routes(routes!(projects::view))
 }
 
 /// The OpenAPI document of this server's REST API.
