@@ -8,11 +8,16 @@ use std::time::Duration;
 use bencher_types::{ApiToken, ByteSize};
 use serde::{Deserialize, Deserializer};
 
+use crate::blobs::{BlobConfig, BlobConfigError};
+
 pub const DEFAULT_PORT: u16 = 6610;
 /// Largest request body the REST API accepts unless configured otherwise.
 pub const DEFAULT_REQUEST_LIMIT: u64 = 16 << 20;
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_JOB_GRACE_PERIOD: Duration = Duration::from_secs(60);
+/// Manifests are small JSON documents; 4 MiB is what the reference registry accepts.
+pub const DEFAULT_MAX_MANIFEST_SIZE: u64 = 4 << 20;
+pub const DEFAULT_MAX_BLOB_SIZE: u64 = 64 << 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -57,6 +62,18 @@ pub struct ServerArgs {
     /// [default: 60].
     #[arg(long, env = "BENCHER_JOB_GRACE_PERIOD", value_parser = parse_seconds)]
     pub job_grace_period: Option<Duration>,
+    /// Where registry blobs are stored: `s3://BUCKET[/PREFIX]` for S3-compatible object
+    /// storage, or a directory (absolute path) [default: `blobs` in the data directory].
+    /// For S3, credentials and endpoint come from AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT, AWS_REGION and AWS_ALLOW_HTTP.
+    #[arg(long, env = "BENCHER_BLOB_STORE", value_name = "URL")]
+    pub blob_store: Option<String>,
+    /// Largest manifest the registry accepts [default: 4MiB].
+    #[arg(long, env = "BENCHER_MAX_MANIFEST_SIZE")]
+    pub max_manifest_size: Option<ByteSize>,
+    /// Largest blob (image layer) the registry accepts [default: 64GiB].
+    #[arg(long, env = "BENCHER_MAX_BLOB_SIZE")]
+    pub max_blob_size: Option<ByteSize>,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -83,6 +100,11 @@ pub struct ConfigFile {
     pub heartbeat_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "seconds")]
     pub job_grace_period: Option<Duration>,
+    pub blob_store: Option<String>,
+    #[serde(default, deserialize_with = "size_or_number")]
+    pub max_manifest_size: Option<ByteSize>,
+    #[serde(default, deserialize_with = "size_or_number")]
+    pub max_blob_size: Option<ByteSize>,
 }
 
 fn size_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
@@ -123,6 +145,8 @@ pub enum ConfigError {
     },
     #[error("BENCHER_ADMIN_TOKEN is not a valid API token")]
     AdminToken(#[source] bencher_types::KeyError),
+    #[error("invalid blob store")]
+    BlobStore(#[source] BlobConfigError),
 }
 
 /// The resolved configuration the server runs with.
@@ -139,6 +163,11 @@ pub struct Config {
     /// Used as the first admin token instead of a generated one (`BENCHER_ADMIN_TOKEN`,
     /// read only at the first start of a fresh database).
     pub admin_token: Option<ApiToken>,
+    /// `None`: blobs in the data directory. Otherwise a `--blob-store` value, checked by
+    /// `resolve`.
+    pub blob_store: Option<String>,
+    pub max_manifest_size: ByteSize,
+    pub max_blob_size: ByteSize,
 }
 
 impl Config {
@@ -153,6 +182,9 @@ impl Config {
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             job_grace_period: DEFAULT_JOB_GRACE_PERIOD,
             admin_token: None,
+            blob_store: None,
+            max_manifest_size: ByteSize::new(DEFAULT_MAX_MANIFEST_SIZE).expect("non-zero default"),
+            max_blob_size: ByteSize::new(DEFAULT_MAX_BLOB_SIZE).expect("non-zero default"),
         }
     }
 
@@ -181,8 +213,18 @@ impl Config {
         if let Some(timeout) = args.heartbeat_timeout.or(file.heartbeat_timeout) {
             config.heartbeat_timeout = timeout;
         }
+        if let Some(size) = args.max_manifest_size.or(file.max_manifest_size) {
+            config.max_manifest_size = size;
+        }
+        if let Some(size) = args.max_blob_size.or(file.max_blob_size) {
+            config.max_blob_size = size;
+        }
         if let Some(grace) = args.job_grace_period.or(file.job_grace_period) {
             config.job_grace_period = grace;
+        }
+        config.blob_store = args.blob_store.or(file.blob_store);
+        if let Some(value) = &config.blob_store {
+            BlobConfig::parse(value).map_err(ConfigError::BlobStore)?;
         }
         config.admin_token = admin_token
             .filter(|t| !t.is_empty())
@@ -205,6 +247,19 @@ impl Config {
 
     pub fn admin_token_path(&self) -> PathBuf {
         self.data_dir.join("admin-token")
+    }
+
+    /// Where blobs are stored: the configured store, or `blobs` in the data directory.
+    /// `resolve` already refused a value that does not parse; one set by hand that does
+    /// not is taken as an object store URL, which `BlobStore::open` then refuses.
+    pub fn blob_config(&self) -> BlobConfig {
+        match &self.blob_store {
+            None => BlobConfig::Local {
+                dir: self.data_dir.join("blobs"),
+            },
+            Some(value) => BlobConfig::parse(value)
+                .unwrap_or_else(|_| BlobConfig::ObjectStore { url: value.clone() }),
+        }
     }
 }
 
@@ -267,6 +322,48 @@ mod tests {
             let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
             assert!(chain.contains(why), "{text}: {chain}");
         }
+    }
+
+    #[test]
+    fn blob_store_flag_over_file_over_data_dir() {
+        let config = Config::new("/srv/bencher");
+        assert_eq!(
+            config.blob_config(),
+            BlobConfig::Local {
+                dir: PathBuf::from("/srv/bencher/blobs")
+            }
+        );
+
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "blob_store = \"/mnt/blobs\"").unwrap();
+        let from_file = ServerArgs {
+            config: Some(file.path().to_owned()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::resolve(from_file, None).unwrap().blob_config(),
+            BlobConfig::Local {
+                dir: PathBuf::from("/mnt/blobs")
+            }
+        );
+        let flag = ServerArgs {
+            config: Some(file.path().to_owned()),
+            blob_store: Some("s3://bucket/registry".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::resolve(flag, None).unwrap().blob_config(),
+            BlobConfig::ObjectStore {
+                url: "s3://bucket/registry".into()
+            }
+        );
+
+        let bad = ServerArgs {
+            blob_store: Some("gs://bucket".into()),
+            ..Default::default()
+        };
+        let err = Config::resolve(bad, None).unwrap_err();
+        assert!(matches!(err, ConfigError::BlobStore(_)), "{err:?}");
     }
 
     #[test]

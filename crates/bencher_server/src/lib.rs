@@ -4,10 +4,12 @@
 //! thin wrapper, and tests run the same code on `127.0.0.1:0`.
 
 mod auth;
+pub mod blobs;
 mod bootstrap;
 mod clock;
 pub mod config;
 mod http;
+pub mod registry;
 pub mod store;
 
 use std::future::Future;
@@ -28,6 +30,10 @@ pub enum StartError {
     Store(#[from] OpenError),
     #[error("cannot bootstrap the server")]
     Bootstrap(#[source] bootstrap::BootstrapFailed),
+    #[error("cannot open blob storage")]
+    Blobs(#[from] blobs::BlobError),
+    #[error("cannot load the registry token key")]
+    TokenKey(#[source] store::StoreError),
 }
 
 /// A server ready to serve: data directory, database and admin token in place.
@@ -35,6 +41,8 @@ pub struct App {
     config: Config,
     store: Store,
     clock: Clock,
+    blobs: blobs::BlobStore,
+    oci_tokens: registry::token::RegistryTokens,
 }
 
 impl App {
@@ -45,11 +53,30 @@ impl App {
         bootstrap::admin_token(&store, &config, &clock)
             .await
             .map_err(StartError::Bootstrap)?;
+        let blobs = blobs::BlobStore::open(&config.blob_config()).await?;
+        tracing::info!(storage = %blobs.describe(), "blob storage ready");
+        let oci_tokens = registry::token::RegistryTokens::new(
+            store
+                .registry_token_key()
+                .await
+                .map_err(StartError::TokenKey)?,
+        );
         Ok(Self {
             config,
             store,
             clock,
+            blobs,
+            oci_tokens,
         })
+    }
+
+    pub fn blobs(&self) -> &blobs::BlobStore {
+        &self.blobs
+    }
+
+    /// Issues registry tokens; the jobs issue hands per-job pull tokens to runners.
+    pub fn registry_tokens(&self) -> &registry::token::RegistryTokens {
+        &self.oci_tokens
     }
 
     pub fn store(&self) -> &Store {
@@ -62,8 +89,17 @@ impl App {
 
     /// The HTTP application, for serving or for driving in-process.
     pub fn router(&self) -> axum::Router {
-        let limit = usize::try_from(self.config.request_limit.bytes()).unwrap_or(usize::MAX);
-        http::router(self.store.clone(), self.clock.clone(), limit)
+        http::router(http::Services {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            blobs: self.blobs.clone(),
+            oci_tokens: self.oci_tokens.clone(),
+            limits: registry::RegistryLimits {
+                max_manifest_size: self.config.max_manifest_size.bytes(),
+                max_blob_size: self.config.max_blob_size.bytes(),
+            },
+            request_limit: usize::try_from(self.config.request_limit.bytes()).unwrap_or(usize::MAX),
+        })
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish and closes
@@ -74,10 +110,50 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let router = self.router();
-        axum::serve(listener, router)
+        self.serve_router(router, listener, shutdown).await
+    }
+
+    /// `serve` with a router the caller derived from `router()`, for embedders and tests
+    /// that add their own layers (a request log, say).
+    pub async fn serve_router(
+        self,
+        router: axum::Router,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let sweeper = tokio::spawn(sweep_uploads_forever(
+            self.store.clone(),
+            self.blobs.clone(),
+            self.clock.clone(),
+        ));
+        let served = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
-            .await?;
+            .await;
+        sweeper.abort();
         self.store.close().await;
-        Ok(())
+        served
+    }
+}
+
+/// Every few minutes, cancels upload sessions abandoned for a day, so interrupted pushes
+/// never fill the disk.
+async fn sweep_uploads_forever(store: Store, blobs: blobs::BlobStore, clock: Clock) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        interval.tick().await;
+        match registry::gc::sweep_uploads(
+            &store,
+            &blobs,
+            clock.now(),
+            registry::gc::UPLOAD_MAX_IDLE,
+        )
+        .await
+        {
+            Ok(0) => {}
+            Ok(swept) => tracing::info!(swept, "abandoned upload sessions removed"),
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "sweeping upload sessions failed")
+            }
+        }
     }
 }

@@ -1039,6 +1039,8 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v0/projects", "/v0/projects"),
     ("post", "/v0/projects", "/v0/projects"),
     ("get", "/v0/projects/{project}", "/v0/projects/nothing"),
+    ("get", "/v0/auth/oci/token", "/v0/auth/oci/token"),
+    ("post", "/v0/registry/gc", "/v0/registry/gc"),
 ];
 
 async fn openapi_documents_every_route(backend: Backend) {

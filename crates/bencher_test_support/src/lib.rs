@@ -7,6 +7,8 @@
 //! it the variant is skipped with a printed reason, except under `CI`, where a missing
 //! database is a failure rather than a silent pass.
 
+pub mod image;
+
 use std::time::Duration;
 
 use bencher_server::store::Store;
@@ -113,6 +115,19 @@ impl Drop for PostgresDatabase {
     }
 }
 
+/// Method and path of every request a test server received, so tests can prove what a
+/// client did not ask for (a cached pull makes no blob requests).
+#[derive(Clone, Default)]
+struct RequestLog(std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+impl RequestLog {
+    fn record(&self, method: &reqwest::Method, path: &str) {
+        if let Ok(mut log) = self.0.lock() {
+            log.push((method.to_string(), path.to_owned()));
+        }
+    }
+}
+
 /// A running server owned by one test.
 pub struct TestServer {
     /// Base URL, e.g. `http://127.0.0.1:41234`.
@@ -120,12 +135,16 @@ pub struct TestServer {
     /// The admin token the server bootstrapped.
     pub admin_token: ApiToken,
     pub clock: Clock,
+    config: Config,
     store: Store,
+    blobs: bencher_server::blobs::BlobStore,
+    registry_tokens: bencher_server::registry::token::RegistryTokens,
     database_url: Option<String>,
     data_dir: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
     http: reqwest::Client,
+    requests: RequestLog,
     // Declared last: dropped after the server stopped.
     _postgres: Option<PostgresDatabase>,
 }
@@ -148,8 +167,30 @@ impl TestServer {
             }
         };
         configure(&mut config);
+        Self::launch(config, data_dir, postgres, Clock::default()).await
+    }
+
+    /// Stops the server gracefully and starts a new one on the same data directory and
+    /// database, as an operator's restart would (the clock keeps its offset).
+    pub async fn restart(mut self) -> Self {
+        self.shutdown_now().await;
+        let config = self.config.clone();
+        let clock = self.clock.clone();
+        let data_dir = std::mem::replace(
+            &mut self.data_dir,
+            tempfile::tempdir().expect("placeholder dir"),
+        );
+        let postgres = self._postgres.take();
+        Self::launch(config, data_dir, postgres, clock).await
+    }
+
+    async fn launch(
+        config: Config,
+        data_dir: TempDir,
+        postgres: Option<PostgresDatabase>,
+        clock: Clock,
+    ) -> Self {
         let database_url = config.database_url.clone();
-        let clock = Clock::default();
         let app = App::open(config.clone(), clock.clone())
             .await
             .unwrap_or_else(|e| panic!("server start: {}", bencher_server::error_chain(&e)));
@@ -162,6 +203,8 @@ impl TestServer {
                 .expect("valid admin token"),
         };
         let store = app.store().clone();
+        let blobs = app.blobs().clone();
+        let registry_tokens = app.registry_tokens().clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let url = Url::parse(&format!(
             "http://{}",
@@ -169,18 +212,30 @@ impl TestServer {
         ))
         .expect("server URL");
         let (shutdown, stop) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.serve(listener, async {
+        let requests = RequestLog::default();
+        let log = requests.clone();
+        let router = app.router().layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                log.record(request.method(), request.uri().path());
+                next.run(request)
+            },
+        ));
+        let task = tokio::spawn(app.serve_router(router, listener, async {
             let _ = stop.await;
         }));
         Self {
             url,
             admin_token,
+            config,
             clock,
             store,
+            blobs,
+            registry_tokens,
             database_url,
             data_dir,
             shutdown: Some(shutdown),
             task: Some(task),
+            requests,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -189,8 +244,29 @@ impl TestServer {
         }
     }
 
+    /// Every request the server received so far: method and path.
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.requests.0.lock().expect("request log").clone()
+    }
+
+    /// How many requests matched `method` and a path containing `needle`.
+    pub fn count_requests(&self, method: &str, needle: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|(m, p)| m == method && p.contains(needle))
+            .count()
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn blobs(&self) -> &bencher_server::blobs::BlobStore {
+        &self.blobs
+    }
+
+    pub fn registry_tokens(&self) -> &bencher_server::registry::token::RegistryTokens {
+        &self.registry_tokens
     }
 
     /// The configured database URL; `None` for SQLite in the data directory.

@@ -4,6 +4,7 @@
 pub mod error;
 mod extract;
 mod projects;
+mod registry;
 mod runners;
 mod server;
 mod specs;
@@ -25,7 +26,10 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::blobs::BlobStore;
 use crate::clock::Clock;
+use crate::registry::RegistryLimits;
+use crate::registry::token::RegistryTokens;
 use crate::store::Store;
 use error::ApiError;
 
@@ -34,7 +38,20 @@ use error::ApiError;
 pub struct AppState {
     pub store: Store,
     pub clock: Clock,
+    pub blobs: BlobStore,
+    pub oci_tokens: RegistryTokens,
+    pub limits: RegistryLimits,
     openapi: Arc<serde_json::Value>,
+}
+
+/// The services the application is built from.
+pub struct Services {
+    pub store: Store,
+    pub clock: Clock,
+    pub blobs: BlobStore,
+    pub oci_tokens: RegistryTokens,
+    pub limits: RegistryLimits,
+    pub request_limit: usize,
 }
 
 #[derive(OpenApi)]
@@ -46,6 +63,7 @@ pub struct AppState {
         (name = "specs", description = "Hardware descriptions that jobs ask for"),
         (name = "tokens", description = "API tokens"),
         (name = "projects", description = "Projects, each also a registry repository"),
+        (name = "registry", description = "Registry tokens and housekeeping (the registry itself is under /v2/)"),
         (name = "server", description = "Version, health and this document"),
     )
 )]
@@ -86,6 +104,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::revoke))
         .routes(routes!(projects::list, projects::create))
         .routes(routes!(projects::view))
+        .routes(routes!(registry::token))
+        .routes(routes!(registry::gc))
 }
 
 /// The OpenAPI document of this server's REST API.
@@ -93,23 +113,31 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     routes().split_for_parts().1
 }
 
-/// The whole application: routes, JSON fallbacks, body limit, panics caught, requests
-/// traced (method and path only; headers, where credentials travel, are never logged).
-pub fn router(store: Store, clock: Clock, request_limit: usize) -> Router {
+/// The whole application: the REST API and the registry, JSON fallbacks, body limit,
+/// panics caught, requests traced (method and path only; headers, where credentials
+/// travel, are never logged).
+pub fn router(services: Services) -> Router {
     let (router, api) = routes().split_for_parts();
     let openapi = serde_json::to_value(&api).expect("the OpenAPI document serializes");
     let state = AppState {
-        store,
-        clock,
+        store: services.store,
+        clock: services.clock,
+        blobs: services.blobs,
+        oci_tokens: services.oci_tokens,
+        limits: services.limits,
         openapi: Arc::new(openapi),
     };
-    router
+    // Registry bodies stream to blob storage with their own limits, so the REST body
+    // limit applies to the REST routes only.
+    let rest = router
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
         })
+        .layer(DefaultBodyLimit::max(services.request_limit));
+    crate::registry::router()
+        .merge(rest)
         .with_state(state)
-        .layer(DefaultBodyLimit::max(request_limit))
         .layer(CatchPanicLayer::custom(|_panic| {
             ApiError::Internal("handler panicked".into()).into_response()
         }))

@@ -8,6 +8,7 @@
 //! Every change that touches more than one row runs in one transaction.
 
 pub mod projects;
+pub mod registry;
 pub mod runners;
 pub mod specs;
 pub mod tokens;
@@ -351,19 +352,19 @@ impl Store {
     }
 }
 
-/// `ORDER BY` text for a validated sort key; a closed set, never user text.
+/// `ORDER BY` text for a validated sort key; a closed set, never user text. Columns are
+/// unqualified: list queries read one table. Names sort case-insensitively, the same on
+/// both backends whatever PostgreSQL's collation; the uuid tie-break keeps pages stable
+/// when names or times are equal.
 pub(crate) fn order_by(sort: bencher_types::SortBy, direction: bencher_types::Direction) -> String {
-    let column = match sort {
-        bencher_types::SortBy::Name => "name",
-        bencher_types::SortBy::Created => "created",
-    };
-    // Unqualified names: list queries read one table.
-    let direction = match direction {
+    let d = match direction {
         bencher_types::Direction::Asc => "ASC",
         bencher_types::Direction::Desc => "DESC",
     };
-    // The uuid tie-break makes pages stable when names or times are equal.
-    format!("{column} {direction}, uuid {direction}")
+    match sort {
+        bencher_types::SortBy::Name => format!("LOWER(name) {d}, name {d}, uuid {d}"),
+        bencher_types::SortBy::Created => format!("created {d}, uuid {d}"),
+    }
 }
 
 #[cfg(test)]
