@@ -869,4 +869,3 @@ async fn s3_open_fails_for_a_missing_bucket() {
         b.store.describe()
     );
 }
-
