@@ -3,13 +3,14 @@
 
 use std::ffi::OsStr;
 
-use bencher_client::{Client, ClientError};
+use bencher_client::{Client, ClientError, RegistryError};
 use bencher_types::ApiToken;
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use url::Url;
 
+use crate::image::{self, ImageCommand};
 use crate::output::Format;
 use crate::project::{self, ProjectCommand};
 use crate::runner::{self, RunnerCommand};
@@ -69,6 +70,9 @@ pub enum Command {
     /// Projects, each also a registry repository for benchmark images
     #[command(subcommand)]
     Project(ProjectCommand),
+    /// Benchmark images in a project's registry repository
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// The API server itself
     #[command(subcommand)]
     Server(ServerCommand),
@@ -82,6 +86,8 @@ pub struct Context {
 
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
+        // `image` talks to the registry with a client of its own, which needs the token.
+        let registry_token = self.token.clone();
         let ctx = Context {
             client: Client::new(self.host, self.token)?,
             format: self.format,
@@ -91,6 +97,7 @@ impl Cli {
             Command::Spec(command) => spec::run(&ctx, command).await,
             Command::Token(command) => token::run(&ctx, command).await,
             Command::Project(command) => project::run(&ctx, command).await,
+            Command::Image(command) => image::run(&ctx, registry_token, command).await,
             Command::Server(command) => server::run(&ctx, command).await,
         }
     }
@@ -151,6 +158,9 @@ pub struct Hints {
 
 impl Hints {
     pub fn for_error(&self, err: &anyhow::Error) -> Option<String> {
+        if let Some(registry_error) = err.chain().find_map(|e| e.downcast_ref::<RegistryError>()) {
+            return image::hint(registry_error, self.has_token);
+        }
         let client_error = err.chain().find_map(|e| e.downcast_ref::<ClientError>())?;
         match client_error {
             ClientError::Transport { source, .. } if source.is_connect() => Some(format!(

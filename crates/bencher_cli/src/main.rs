@@ -1,6 +1,7 @@
 //! `bencher`: the command-line interface of a self-hosted Bencher API server.
 
 mod cli;
+mod image;
 mod output;
 mod pagination;
 mod project;

@@ -8,6 +8,7 @@ mod id;
 mod name;
 mod pagination;
 mod project;
+pub mod protocol;
 mod runner;
 mod secret;
 mod server;

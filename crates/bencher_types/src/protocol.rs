@@ -1,0 +1,311 @@
+//! The Runner Protocol: the JSON messages a runner and the API server exchange over the
+//! runner's one WebSocket (`GET /v0/runners/{runner}/channel`). Every message is a text
+//! frame with an `event` field. This is a public contract: other runner implementations
+//! speak it, so fields are only ever added as optional, and unknown events are ignored
+//! by both sides (see `RunnerMessage::parse` and `ServerMessage::parse`).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{JobUuid, JsonSpec, ProjectUuid};
+
+/// Limits from the protocol: entrypoint and cmd at most 64 items, env and file paths at
+/// most 255.
+pub const MAX_COMMAND_ITEMS: usize = 64;
+pub const MAX_ENV_ITEMS: usize = 255;
+pub const MAX_FILE_PATHS: usize = 255;
+/// Bounds of `ready.poll_timeout`, in seconds; the server's default is 30.
+pub const POLL_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 1..=900;
+
+/// What the runner says about itself in `ready`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerMetadata {
+    pub os: String,
+    pub arch: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// SHA-256 hex of the runner binary (canary updates compare it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+}
+
+/// One iteration's result: `{exit_code, stdout?, stderr?, output?: {path: contents}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct IterationResult {
+    pub exit_code: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<BTreeMap<String, String>>,
+}
+
+/// Runner → server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunnerMessage {
+    /// Idle, asking for a job.
+    Ready {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        poll_timeout: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        runner: Option<RunnerMetadata>,
+        /// Protocol extensions the runner speaks (`upload`, `logs`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
+    },
+    /// Setup done, the benchmark is starting (or, after a reconnect, still running).
+    Running {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        job: Option<JobUuid>,
+    },
+    /// Liveness, about once a second during a job.
+    Heartbeat,
+    Completed {
+        job: JobUuid,
+        results: Vec<IterationResult>,
+    },
+    Failed {
+        job: JobUuid,
+        #[serde(default)]
+        results: Vec<IterationResult>,
+        error: String,
+    },
+    /// Acknowledges a server `cancel`.
+    Canceled { job: JobUuid },
+}
+
+/// What a job asks the runner to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobConfig {
+    /// Base URL of the registry holding the image.
+    pub registry: String,
+    pub project: ProjectUuid,
+    /// `sha256:…` of the image manifest (or index) to run.
+    pub digest: String,
+    /// The reference the user gave, for display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    /// Seconds for the whole job, every iteration included.
+    pub timeout: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_paths: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_time: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_size: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iter: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_failure: Option<bool>,
+}
+
+impl JobConfig {
+    /// Checks the protocol's limits; a runner refuses a job that breaks them.
+    pub fn validate(&self) -> Result<(), String> {
+        let count = |items: &Option<Vec<String>>| items.as_ref().map_or(0, Vec::len);
+        if count(&self.entrypoint) > MAX_COMMAND_ITEMS || count(&self.cmd) > MAX_COMMAND_ITEMS {
+            return Err(format!(
+                "entrypoint and cmd are limited to {MAX_COMMAND_ITEMS} items"
+            ));
+        }
+        if self.env.as_ref().map_or(0, BTreeMap::len) > MAX_ENV_ITEMS {
+            return Err(format!("env is limited to {MAX_ENV_ITEMS} variables"));
+        }
+        if count(&self.file_paths) > MAX_FILE_PATHS {
+            return Err(format!("file_paths is limited to {MAX_FILE_PATHS} paths"));
+        }
+        if self.timeout == 0 {
+            return Err("timeout must be at least 1 second".into());
+        }
+        Ok(())
+    }
+}
+
+/// Server → runner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a message lives only between a socket and its handler; boxing buys nothing"
+)]
+pub enum ServerMessage {
+    Ack {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        job: Option<JobUuid>,
+    },
+    /// A job claimed for this runner.
+    Job {
+        uuid: JobUuid,
+        spec: JsonSpec,
+        config: JobConfig,
+        /// Pull-only registry token for the job's project; short-lived, never stored.
+        oci_token: String,
+        /// Seconds; the server's hard limit is this plus its grace period.
+        timeout: u32,
+        created: DateTime<Utc>,
+    },
+    /// The poll timeout passed with nothing to do.
+    NoJob,
+    /// Stop the current job.
+    Cancel,
+    /// Update the runner binary before the next job.
+    Update {
+        version: String,
+        url: String,
+        /// SHA-256 hex of the artifact.
+        checksum: String,
+    },
+}
+
+/// A frame the peer sent that is not a message we know: unknown events are ignored
+/// (logged), malformed known events are protocol errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("unknown event `{0}`")]
+    UnknownEvent(String),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<T, ParseError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| ParseError::Malformed(e.to_string()))?;
+    let event = value
+        .get("event")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| ParseError::Malformed("no `event` field".into()))?;
+    if !known.contains(&event) {
+        return Err(ParseError::UnknownEvent(event.to_owned()));
+    }
+    serde_json::from_value(value).map_err(|e| ParseError::Malformed(e.to_string()))
+}
+
+impl RunnerMessage {
+    pub const EVENTS: &'static [&'static str] = &[
+        "ready",
+        "running",
+        "heartbeat",
+        "completed",
+        "failed",
+        "canceled",
+    ];
+
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        parse(text, Self::EVENTS)
+    }
+}
+
+impl ServerMessage {
+    pub const EVENTS: &'static [&'static str] = &["ack", "job", "no_job", "cancel", "update"];
+
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        parse(text, Self::EVENTS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_forms() {
+        let ready = RunnerMessage::parse(r#"{"event":"ready","poll_timeout":55}"#).unwrap();
+        assert_eq!(
+            ready,
+            RunnerMessage::Ready {
+                poll_timeout: Some(55),
+                runner: None,
+                features: vec![]
+            }
+        );
+        assert_eq!(
+            RunnerMessage::parse(r#"{"event":"heartbeat"}"#).unwrap(),
+            RunnerMessage::Heartbeat
+        );
+        assert_eq!(
+            RunnerMessage::parse(r#"{"event":"running"}"#).unwrap(),
+            RunnerMessage::Running { job: None }
+        );
+        assert_eq!(
+            serde_json::to_string(&ServerMessage::NoJob).unwrap(),
+            r#"{"event":"no_job"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ServerMessage::Ack { job: None }).unwrap(),
+            r#"{"event":"ack"}"#
+        );
+        let job = JobUuid::new_v4();
+        let failed = RunnerMessage::Failed {
+            job,
+            results: vec![IterationResult {
+                exit_code: 137,
+                ..Default::default()
+            }],
+            error: "timeout".into(),
+        };
+        let text = serde_json::to_string(&failed).unwrap();
+        assert_eq!(RunnerMessage::parse(&text).unwrap(), failed);
+    }
+
+    #[test]
+    fn unknown_and_malformed() {
+        assert_eq!(
+            RunnerMessage::parse(r#"{"event":"dance","x":1}"#),
+            Err(ParseError::UnknownEvent("dance".into()))
+        );
+        assert!(matches!(
+            RunnerMessage::parse("not json"),
+            Err(ParseError::Malformed(_))
+        ));
+        assert!(matches!(
+            RunnerMessage::parse(r#"{"no":"event"}"#),
+            Err(ParseError::Malformed(_))
+        ));
+        assert!(matches!(
+            RunnerMessage::parse(r#"{"event":"completed"}"#),
+            Err(ParseError::Malformed(_))
+        ));
+        // Extra fields from newer peers are fine.
+        assert_eq!(
+            RunnerMessage::parse(r#"{"event":"heartbeat","seq":3}"#).unwrap(),
+            RunnerMessage::Heartbeat
+        );
+        assert_eq!(
+            ServerMessage::parse(r#"{"event":"cancel","reason":"user"}"#).unwrap(),
+            ServerMessage::Cancel
+        );
+    }
+
+    #[test]
+    fn config_limits() {
+        let mut config = JobConfig {
+            registry: "http://localhost:6610".into(),
+            project: ProjectUuid::new_v4(),
+            digest: format!("sha256:{}", "a".repeat(64)),
+            image: None,
+            entrypoint: None,
+            cmd: Some(vec!["x".into(); 64]),
+            env: None,
+            timeout: 60,
+            file_paths: None,
+            build_time: None,
+            file_size: None,
+            iter: None,
+            allow_failure: None,
+        };
+        assert!(config.validate().is_ok());
+        config.cmd = Some(vec!["x".into(); 65]);
+        assert!(config.validate().is_err());
+    }
+}
