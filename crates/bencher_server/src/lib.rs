@@ -9,6 +9,7 @@ mod bootstrap;
 mod clock;
 pub mod config;
 mod http;
+pub mod queue;
 pub mod registry;
 pub mod store;
 

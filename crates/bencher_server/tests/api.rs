@@ -1039,6 +1039,23 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v0/projects", "/v0/projects"),
     ("post", "/v0/projects", "/v0/projects"),
     ("get", "/v0/projects/{project}", "/v0/projects/nothing"),
+    ("post", "/v0/run", "/v0/run"),
+    (
+        "get",
+        "/v0/projects/{project}/jobs",
+        "/v0/projects/nothing/jobs",
+    ),
+    (
+        "get",
+        "/v0/projects/{project}/jobs/{job}",
+        "/v0/projects/nothing/jobs/67e55044-10b1-426f-9247-bb680e5fe0c8",
+    ),
+    (
+        "post",
+        "/v0/projects/{project}/jobs/{job}/cancel",
+        "/v0/projects/nothing/jobs/67e55044-10b1-426f-9247-bb680e5fe0c8/cancel",
+    ),
+    ("get", "/v0/jobs", "/v0/jobs"),
     ("get", "/v0/auth/oci/token", "/v0/auth/oci/token"),
     ("post", "/v0/registry/gc", "/v0/registry/gc"),
 ];

@@ -77,6 +77,18 @@ typed_uuid!(
     /// Identifies a Project.
     ProjectUuid
 );
+typed_uuid!(
+    /// Identifies a Report (the results of one run on a Branch and Testbed).
+    ReportUuid
+);
+typed_uuid!(
+    /// Identifies a Branch of a Project.
+    BranchUuid
+);
+typed_uuid!(
+    /// Identifies a Testbed of a Project.
+    TestbedUuid
+);
 
 /// A resource addressed by its UUID or by its slug, as every `{resource}` path segment is.
 ///

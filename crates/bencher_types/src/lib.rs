@@ -5,6 +5,7 @@
 //! exist are valid, so code past the edge never re-checks them.
 
 mod id;
+mod job;
 mod name;
 mod pagination;
 mod project;
@@ -17,7 +18,15 @@ mod slug;
 mod spec;
 mod token;
 
-pub use id::{JobUuid, ProjectUuid, ResourceId, RunnerUuid, SpecUuid, TokenUuid};
+pub use id::{
+    BranchUuid, JobUuid, ProjectUuid, ReportUuid, ResourceId, RunnerUuid, SpecUuid, TestbedUuid,
+    TokenUuid,
+};
+pub use job::{
+    Adapter, AdapterError, DEFAULT_BRANCH, DEFAULT_ITERATIONS, DEFAULT_JOB_TIMEOUT,
+    DEFAULT_TESTBED, Iterations, IterationsError, JobQuery, JobStatus, JobTimeout, JobTimeoutError,
+    JsonJob, JsonNewJob, JsonNewRun, MAX_ITERATIONS, MAX_JOB_TIMEOUT, REDACTED,
+};
 pub use name::{NameError, ResourceName};
 pub use pagination::{DEFAULT_PER_PAGE, Direction, MAX_PER_PAGE, Pagination, SortBy};
 pub use project::{JsonNewProject, JsonProject, ProjectQuery};

@@ -3,6 +3,7 @@
 
 pub mod error;
 mod extract;
+mod jobs;
 mod projects;
 mod registry;
 mod runners;
@@ -63,6 +64,7 @@ pub struct Services {
         (name = "specs", description = "Hardware descriptions that jobs ask for"),
         (name = "tokens", description = "API tokens"),
         (name = "projects", description = "Projects, each also a registry repository"),
+        (name = "jobs", description = "Runs submitted as jobs, their status and cancellation"),
         (name = "registry", description = "Registry tokens and housekeeping (the registry itself is under /v2/)"),
         (name = "server", description = "Version, health and this document"),
     )
@@ -104,6 +106,11 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::revoke))
         .routes(routes!(projects::list, projects::create))
         .routes(routes!(projects::view))
+        .routes(routes!(jobs::run))
+        .routes(routes!(jobs::list))
+        .routes(routes!(jobs::view))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::list_all))
         .routes(routes!(registry::token))
         .routes(routes!(registry::gc))
 }

@@ -123,9 +123,9 @@ pub fn basic_password(credential: &str) -> Option<String> {
         .map(|(_, password)| password.to_owned())
 }
 
-/// `Bearer realm="…/v0/auth/oci/token",service="bencher"[,scope="…"][,error="…"]`. The
-/// realm is this server as the client reached it.
-fn challenge(headers: &HeaderMap, scope: Option<&str>, error: Option<&str>) -> String {
+/// This server as the client reached it, `http[s]://host[:port]`, honouring a proxy's
+/// `X-Forwarded-Host` and `X-Forwarded-Proto`.
+pub(crate) fn external_origin(headers: &HeaderMap) -> String {
     let host = headers
         .get("x-forwarded-host")
         .or_else(|| headers.get(header::HOST))
@@ -136,7 +136,14 @@ fn challenge(headers: &HeaderMap, scope: Option<&str>, error: Option<&str>) -> S
         .and_then(|v| v.to_str().ok())
         .filter(|p| *p == "https" || *p == "http")
         .unwrap_or("http");
-    let mut value = format!("Bearer realm=\"{proto}://{host}{TOKEN_PATH}\",service=\"{SERVICE}\"");
+    format!("{proto}://{host}")
+}
+
+/// `Bearer realm="…/v0/auth/oci/token",service="bencher"[,scope="…"][,error="…"]`. The
+/// realm is this server as the client reached it.
+fn challenge(headers: &HeaderMap, scope: Option<&str>, error: Option<&str>) -> String {
+    let origin = external_origin(headers);
+    let mut value = format!("Bearer realm=\"{origin}{TOKEN_PATH}\",service=\"{SERVICE}\"");
     if let Some(scope) = scope {
         value.push_str(&format!(",scope=\"{scope}\""));
     }

@@ -7,6 +7,7 @@
 //! functions.
 //! Every change that touches more than one row runs in one transaction.
 
+pub mod jobs;
 pub mod projects;
 pub mod registry;
 pub mod runners;
@@ -218,9 +219,12 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
-/// Whether a database error is a foreign-key violation.
+/// Whether a database error is a foreign-key violation. SQLite reports an `ON DELETE
+/// RESTRICT` violation with extended code 1811 (`SQLITE_CONSTRAINT_TRIGGER`), which sqlx
+/// does not classify; we define no triggers, so that code can only mean this.
 pub(crate) fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(e) if e.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
+    matches!(error, sqlx::Error::Database(e)
+        if e.kind() == sqlx::error::ErrorKind::ForeignKeyViolation || e.code().as_deref() == Some("1811"))
 }
 
 /// Escapes `%`, `_` and `\` so user input matches literally in `LIKE … ESCAPE '\'`.
