@@ -47,6 +47,25 @@ pub fn table<const N: usize>(header: [&str; N]) -> Table {
     table
 }
 
+/// One page of a list: the items as JSON, or a table (when not empty) and a footer.
+pub fn emit_page<T: Serialize>(
+    format: Format,
+    page: &bencher_client::Page<T>,
+    table: impl FnOnce(&[T]) -> Table,
+    singular: &str,
+    plural: &str,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Json => emit_json(&page.items),
+        Format::Human => {
+            if !page.items.is_empty() {
+                emit(&table(&page.items).to_string())?;
+            }
+            emit(&footer(page.items.len(), page.total, singular, plural))
+        }
+    }
+}
+
 /// `3 of 7 runners`, or `No runners.` when nothing matched.
 pub fn footer(shown: usize, total: u64, singular: &str, plural: &str) -> String {
     if total == 0 {

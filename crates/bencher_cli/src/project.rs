@@ -71,29 +71,7 @@ pub async fn run(ctx: &Context, command: ProjectCommand) -> anyhow::Result<()> {
                 .client
                 .list_projects(&query, &(&args.pagination).into())
                 .await?;
-            match ctx.format {
-                Format::Json => output::emit_json(&page.items),
-                Format::Human => {
-                    if !page.items.is_empty() {
-                        let mut table = output::table(["SLUG", "NAME", "UUID", "CREATED"]);
-                        for project in &page.items {
-                            table.add_row([
-                                project.slug.to_string(),
-                                project.name.to_string(),
-                                project.uuid.to_string(),
-                                output::time(&project.created),
-                            ]);
-                        }
-                        output::emit(&table.to_string())?;
-                    }
-                    output::emit(&output::footer(
-                        page.items.len(),
-                        page.total,
-                        "project",
-                        "projects",
-                    ))
-                }
-            }
+            output::emit_page(ctx.format, &page, table, "project", "projects")
         }
         ProjectCommand::View(args) => {
             let project = ctx.client.get_project(&args.project).await?;
@@ -103,6 +81,19 @@ pub async fn run(ctx: &Context, command: ProjectCommand) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+fn table(projects: &[JsonProject]) -> comfy_table::Table {
+    let mut table = output::table(["SLUG", "NAME", "UUID", "CREATED"]);
+    for project in projects {
+        table.add_row([
+            project.slug.to_string(),
+            project.name.to_string(),
+            project.uuid.to_string(),
+            output::time(&project.created),
+        ]);
+    }
+    table
 }
 
 fn view(ctx: &Context, project: &JsonProject) -> String {

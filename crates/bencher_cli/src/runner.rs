@@ -153,20 +153,7 @@ pub async fn run(ctx: &Context, command: RunnerCommand) -> anyhow::Result<()> {
                 .client
                 .list_runners(&query, &(&args.pagination).into())
                 .await?;
-            match ctx.format {
-                Format::Json => output::emit_json(&page.items),
-                Format::Human => {
-                    if !page.items.is_empty() {
-                        output::emit(&table(&page.items).to_string())?;
-                    }
-                    output::emit(&output::footer(
-                        page.items.len(),
-                        page.total,
-                        "runner",
-                        "runners",
-                    ))
-                }
-            }
+            output::emit_page(ctx.format, &page, table, "runner", "runners")
         }
         RunnerCommand::View(args) => {
             let runner = ctx.client.get_runner(&args.runner).await?;
@@ -238,20 +225,7 @@ async fn run_spec(ctx: &Context, command: RunnerSpecCommand) -> anyhow::Result<(
                 .client
                 .list_runner_specs(&args.runner, &(&args.pagination).into())
                 .await?;
-            match ctx.format {
-                Format::Json => output::emit_json(&page.items),
-                Format::Human => {
-                    if !page.items.is_empty() {
-                        output::emit(&spec::table(&page.items).to_string())?;
-                    }
-                    output::emit(&output::footer(
-                        page.items.len(),
-                        page.total,
-                        "spec",
-                        "specs",
-                    ))
-                }
-            }
+            output::emit_page(ctx.format, &page, spec::table, "spec", "specs")
         }
     }
 }

@@ -154,20 +154,7 @@ pub async fn run(ctx: &Context, command: SpecCommand) -> anyhow::Result<()> {
                 .client
                 .list_specs(&query, &(&args.pagination).into())
                 .await?;
-            match ctx.format {
-                Format::Json => output::emit_json(&page.items),
-                Format::Human => {
-                    if !page.items.is_empty() {
-                        output::emit(&table(&page.items).to_string())?;
-                    }
-                    output::emit(&output::footer(
-                        page.items.len(),
-                        page.total,
-                        "spec",
-                        "specs",
-                    ))
-                }
-            }
+            output::emit_page(ctx.format, &page, table, "spec", "specs")
         }
         SpecCommand::View(args) => {
             let spec = ctx.client.get_spec(&args.spec).await?;

@@ -60,20 +60,7 @@ pub async fn run(ctx: &Context, command: TokenCommand) -> anyhow::Result<()> {
         }
         TokenCommand::List(args) => {
             let page = ctx.client.list_tokens(&(&args.pagination).into()).await?;
-            match ctx.format {
-                Format::Json => output::emit_json(&page.items),
-                Format::Human => {
-                    if !page.items.is_empty() {
-                        output::emit(&table(&page.items).to_string())?;
-                    }
-                    output::emit(&output::footer(
-                        page.items.len(),
-                        page.total,
-                        "token",
-                        "tokens",
-                    ))
-                }
-            }
+            output::emit_page(ctx.format, &page, table, "token", "tokens")
         }
         TokenCommand::Revoke(args) => {
             ctx.client.revoke_token(args.uuid).await?;
