@@ -11,8 +11,10 @@ use clap::{Parser, Subcommand};
 use url::Url;
 
 use crate::image::{self, ImageCommand};
+use crate::job::{self, JobCommand};
 use crate::output::Format;
 use crate::project::{self, ProjectCommand};
+use crate::run::{self, RunArgs};
 use crate::runner::{self, RunnerCommand};
 use crate::server::{self, ServerCommand};
 use crate::spec::{self, SpecCommand};
@@ -73,6 +75,12 @@ pub enum Command {
     /// Benchmark images in a project's registry repository
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Run a benchmark image as a job on a runner and follow it (Ctrl-C cancels it)
+    // Boxed: the run flags dwarf every other command's.
+    Run(Box<RunArgs>),
+    /// Jobs: benchmark runs submitted with `bencher run`
+    #[command(subcommand)]
+    Job(JobCommand),
     /// The API server itself
     #[command(subcommand)]
     Server(ServerCommand),
@@ -98,6 +106,8 @@ impl Cli {
             Command::Token(command) => token::run(&ctx, command).await,
             Command::Project(command) => project::run(&ctx, command).await,
             Command::Image(command) => image::run(&ctx, registry_token, command).await,
+            Command::Run(args) => run::run(&ctx, *args).await,
+            Command::Job(command) => job::run(&ctx, command).await,
             Command::Server(command) => server::run(&ctx, command).await,
         }
     }

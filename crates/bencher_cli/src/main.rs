@@ -2,9 +2,11 @@
 
 mod cli;
 mod image;
+mod job;
 mod output;
 mod pagination;
 mod project;
+mod run;
 mod runner;
 mod server;
 mod spec;
@@ -24,6 +26,10 @@ async fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             if let Some(hint) = hints.for_error(&err) {
                 eprintln!("hint: {hint}");
+            }
+            if err.is::<run::Interrupted>() {
+                // What a shell reports for a command stopped by SIGINT.
+                return ExitCode::from(130);
             }
             ExitCode::FAILURE
         }

@@ -1,15 +1,15 @@
 //! `Client`: one async method per REST endpoint, and the plumbing they share (URL
 //! building, authentication, status and body decoding, list totals).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bencher_types::{
-    ApiToken, JsonCreatedToken, JsonHealth, JsonNewProject, JsonNewRunner, JsonNewRunnerSpec,
-    JsonNewSpec, JsonNewToken, JsonProject, JsonRunner, JsonRunnerKey, JsonServerVersion, JsonSpec,
-    JsonToken, JsonUpdateRunner, JsonUpdateSpec, Pagination, ProjectQuery, ResourceId, RunnerQuery,
-    SpecQuery, TOTAL_COUNT_HEADER, TokenUuid,
+    ApiToken, JobQuery, JobUuid, JsonCreatedToken, JsonHealth, JsonJob, JsonNewProject, JsonNewRun,
+    JsonNewRunner, JsonNewRunnerSpec, JsonNewSpec, JsonNewToken, JsonProject, JsonRunner,
+    JsonRunnerKey, JsonServerVersion, JsonSpec, JsonToken, JsonUpdateRunner, JsonUpdateSpec,
+    Pagination, ProjectQuery, ResourceId, RunnerQuery, SpecQuery, TOTAL_COUNT_HEADER, TokenUuid,
 };
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -293,6 +293,79 @@ impl Client {
         self.get(&["v0", "projects", &project.to_string()]).await
     }
 
+    // ---- jobs ----
+
+    /// `POST /v0/run`: a report shell and its pending job, in one transaction. The image
+    /// is resolved to a digest now, so moving its tag later does not change the job.
+    pub async fn create_run(&self, body: &JsonNewRun) -> Result<JsonJob, ClientError> {
+        self.post(&["v0", "run"], body).await
+    }
+
+    /// `GET /v0/projects/{project}/jobs`, oldest first unless the pagination says `desc`.
+    pub async fn list_jobs(
+        &self,
+        project: &ResourceId,
+        query: &JobQuery,
+        pagination: &Pagination,
+    ) -> Result<Page<JsonJob>, ClientError> {
+        let url = self.url(&["v0", "projects", &project.to_string(), "jobs"])?;
+        self.list(url, query, pagination).await
+    }
+
+    /// `GET /v0/projects/{project}/jobs/{job}`
+    pub async fn get_job(
+        &self,
+        project: &ResourceId,
+        job: JobUuid,
+    ) -> Result<JsonJob, ClientError> {
+        let (project, job) = (project.to_string(), job.to_string());
+        self.get(&["v0", "projects", &project, "jobs", &job]).await
+    }
+
+    /// `GET /v0/projects/{project}/jobs/{job}` for a caller that polls: the answer (job
+    /// or error) together with how long the server (or a proxy in front of it) asked
+    /// clients to wait before asking again (`Retry-After`), whatever the status.
+    pub async fn poll_job(
+        &self,
+        project: &ResourceId,
+        job: JobUuid,
+    ) -> (Result<JsonJob, ClientError>, Option<Duration>) {
+        let (project, job) = (project.to_string(), job.to_string());
+        let url = match self.url(&["v0", "projects", &project, "jobs", &job]) {
+            Ok(url) => url,
+            Err(error) => return (Err(error), None),
+        };
+        match self.exchange(Method::GET, url, |req| req).await {
+            Ok(reply) => {
+                let wait = retry_after(&reply.headers, SystemTime::now());
+                (success(reply).and_then(|reply| reply.json()), wait)
+            }
+            Err(error) => (Err(error), None),
+        }
+    }
+
+    /// `POST /v0/projects/{project}/jobs/{job}/cancel`: only a pending, claimed or running
+    /// job can be canceled; any other status is a conflict (409).
+    pub async fn cancel_job(
+        &self,
+        project: &ResourceId,
+        job: JobUuid,
+    ) -> Result<JsonJob, ClientError> {
+        let (project, job) = (project.to_string(), job.to_string());
+        let url = self.url(&["v0", "projects", &project, "jobs", &job, "cancel"])?;
+        self.send(Method::POST, url, |req| req).await?.json()
+    }
+
+    /// `GET /v0/jobs`: the jobs of every project (server admins).
+    pub async fn list_all_jobs(
+        &self,
+        query: &JobQuery,
+        pagination: &Pagination,
+    ) -> Result<Page<JsonJob>, ClientError> {
+        let url = self.url(&["v0", "jobs"])?;
+        self.list(url, query, pagination).await
+    }
+
     // ---- plumbing ----
 
     /// The host with `segments` appended, each percent-encoded as one path segment, so a
@@ -380,6 +453,19 @@ impl Client {
             body: body.to_vec(),
         })
     }
+}
+
+/// `Retry-After` as a wait from `now`: delta-seconds or an HTTP date (RFC 9110 §10.2.3).
+/// A date in the past means "now"; an unreadable value is ignored rather than guessed.
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    // IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) is an RFC 2822 date with `GMT`.
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let at = SystemTime::from(at.with_timezone(&chrono::Utc));
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 fn success(reply: Reply) -> Result<Reply, ClientError> {
@@ -479,6 +565,33 @@ mod tests {
             assert!(err.contains(why), "{host}: {err}");
             assert!(!err.contains("hunter2"), "{err}");
         }
+    }
+
+    #[test]
+    fn reads_retry_after_in_both_forms() {
+        let headers = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(RETRY_AFTER, value.parse().expect("header value"));
+            headers
+        };
+        // 1994-11-06T08:49:37Z
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+        assert_eq!(
+            retry_after(&headers(" 120 "), now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            retry_after(&headers("Sun, 06 Nov 1994 08:50:07 GMT"), now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_after(&headers("Sun, 06 Nov 1994 08:00:00 GMT"), now),
+            Some(Duration::ZERO),
+            "a date in the past means now"
+        );
+        assert_eq!(retry_after(&headers("-1"), now), None);
+        assert_eq!(retry_after(&headers("soon"), now), None);
     }
 
     #[test]

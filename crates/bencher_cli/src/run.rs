@@ -1,0 +1,633 @@
+//! `bencher run --image REF … -- CMD…`: submit a benchmark as a job for a runner, then
+//! follow it until it is finished and print each iteration's output; or, with
+//! `--detach`, print the job and leave. Ctrl-C while following cancels the job. The
+//! local form (no `--image`) comes with reports. IO: the API through the client,
+//! stdout/stderr, the clock, SIGINT.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::hash::{BuildHasher as _, RandomState};
+use std::time::Duration;
+
+use anyhow::bail;
+use bencher_client::ClientError;
+use bencher_types::{
+    Adapter, Iterations, JobStatus, JobTimeout, JobUuid, JsonJob, JsonNewJob, JsonNewRun,
+    ResourceId, ResourceName,
+};
+use clap::Args;
+use clap::error::ErrorKind;
+use futures_util::FutureExt as _;
+
+use crate::cli::Context;
+use crate::job;
+use crate::output::{self, Format};
+
+/// Bounds of `--job-poll-interval`, in seconds: at most one poll a second per follower,
+/// and never so slow that a finished job goes unnoticed for more than ten minutes.
+const POLL_INTERVAL_SECS: std::ops::RangeInclusive<u64> = 1..=600;
+/// While a job waits for a runner nothing else can change, so polls slow down by half
+/// again each time, up to this (or the interval, if that is longer).
+const PENDING_MAX_WAIT: Duration = Duration::from_secs(10);
+/// Transient failures back off exponentially up to this.
+const ERROR_MAX_WAIT: Duration = Duration::from_secs(30);
+/// Consecutive transient failures before giving up on following (about four minutes).
+const MAX_FAILURES: u32 = 10;
+/// A `Retry-After` is honoured up to this; a proxy asking for hours would leave the
+/// terminal looking hung.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct RunArgs {
+    /// Image in the project's repository on this server: `<project>:<tag>`,
+    /// `HOST:PORT/<project>:<tag>` or `…@sha256:…` (push it with `bencher image push`).
+    /// Without it the benchmark would run locally, which is not available yet.
+    #[arg(long, value_name = "REF", requires = "project")]
+    pub image: Option<String>,
+    /// UUID or slug of the project
+    #[arg(long, env = "BENCHER_PROJECT")]
+    pub project: Option<ResourceId>,
+    /// Name, slug or UUID of the branch; a new name creates it [default: main]
+    #[arg(long)]
+    pub branch: Option<ResourceName>,
+    /// Name, slug or UUID of the testbed; a new name creates it [default: localhost]
+    #[arg(long)]
+    pub testbed: Option<ResourceName>,
+    /// UUID or slug of the Spec to run on [default: the testbed's, else the fallback]
+    #[arg(long)]
+    pub spec: Option<ResourceId>,
+    /// Adapter that parses the output into metrics, such as `json`
+    #[arg(long)]
+    pub adapter: Option<Adapter>,
+    /// Overrides the image's entrypoint; repeat it for more items
+    /// (`--entrypoint /bin/sh --entrypoint -c`)
+    #[arg(long, value_name = "E", allow_hyphen_values = true)]
+    pub entrypoint: Vec<String>,
+    /// An environment variable for the benchmark; repeatable. The API never shows the
+    /// value again (but a shell history or process list may).
+    #[arg(long, value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Seconds the whole job may take, every iteration included [default: 3600]
+    #[arg(long, value_name = "SECS")]
+    pub job_timeout: Option<JobTimeout>,
+    /// Seconds between status checks while following the job (slower while it waits
+    /// for a runner)
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "1",
+        value_parser = parse_poll_interval,
+        conflicts_with = "detach"
+    )]
+    pub job_poll_interval: Duration,
+    /// Print the submitted job and exit instead of following it
+    #[arg(long)]
+    pub detach: bool,
+    /// How many times the command runs [default: 1]
+    #[arg(long, value_name = "N")]
+    pub iter: Option<Iterations>,
+    /// A file the benchmark writes, collected as output; repeatable
+    #[arg(long, value_name = "PATH")]
+    pub file: Vec<String>,
+    /// Let the job succeed even when the command exits non-zero
+    #[arg(long)]
+    pub allow_failure: bool,
+    /// Report the command's run time as a build-time metric
+    #[arg(long)]
+    pub build_time: bool,
+    /// Report the sizes of the --file paths as a file-size metric
+    #[arg(long)]
+    pub file_size: bool,
+    /// Overrides the image's command: everything after `--`
+    #[arg(last = true, value_name = "CMD")]
+    pub cmd: Vec<String>,
+}
+
+/// `K=V`, split at the first `=` (values may contain more).
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    let Some((name, value)) = text.split_once('=') else {
+        return Err(format!(
+            "`{}` has no `=`: write NAME=VALUE (use NAME= for an empty value)",
+            text.escape_debug()
+        ));
+    };
+    if name.is_empty() {
+        return Err("the variable name before `=` is empty".to_owned());
+    }
+    if text.contains('\0') {
+        return Err("environment variables cannot contain NUL characters".to_owned());
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+fn parse_poll_interval(text: &str) -> Result<Duration, String> {
+    let (low, high) = (POLL_INTERVAL_SECS.start(), POLL_INTERVAL_SECS.end());
+    match text.trim().parse::<u64>() {
+        Ok(secs) if POLL_INTERVAL_SECS.contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "the poll interval must be a whole number of seconds between {low} and {high}, got `{text}`"
+        )),
+    }
+}
+
+/// A command-line mistake found after clap: printed like clap's own, exit status 2.
+fn usage_error(message: &str) -> ! {
+    clap::Error::raw(ErrorKind::ValueValidation, format!("{message}\n")).exit()
+}
+
+impl RunArgs {
+    /// The request body, or why the command line cannot make one (a usage error: nothing
+    /// was sent).
+    fn into_body(self) -> Result<(JsonNewRun, FollowArgs), String> {
+        let Some(image) = self.image else {
+            return Err(
+                "running a benchmark locally (without --image) is not available yet: \
+                 push an image with `bencher image push` and pass --image REF to run it as a \
+                 job on a runner"
+                    .to_owned(),
+            );
+        };
+        // clap's `requires` makes --image need --project (flag or BENCHER_PROJECT).
+        let Some(project) = self.project else {
+            return Err("--image needs --project (or BENCHER_PROJECT)".to_owned());
+        };
+        let mut env = BTreeMap::new();
+        for (name, value) in self.env {
+            if env.insert(name.clone(), value).is_some() {
+                // Last-one-wins would silently drop a value the user typed.
+                return Err(format!("--env {name} is given more than once"));
+            }
+        }
+        let job = JsonNewJob {
+            image,
+            spec: self.spec,
+            entrypoint: (!self.entrypoint.is_empty()).then_some(self.entrypoint),
+            cmd: (!self.cmd.is_empty()).then_some(self.cmd),
+            env: (!env.is_empty()).then_some(env),
+            timeout: self.job_timeout,
+            file_paths: (!self.file.is_empty()).then_some(self.file),
+            build_time: self.build_time.then_some(true),
+            file_size: self.file_size.then_some(true),
+            iter: self.iter,
+            allow_failure: self.allow_failure.then_some(true),
+        };
+        job.validate()?;
+        let follow = FollowArgs {
+            project: project.clone(),
+            interval: self.job_poll_interval,
+            detach: self.detach,
+        };
+        let body = JsonNewRun {
+            project,
+            branch: self.branch,
+            testbed: self.testbed,
+            adapter: self.adapter,
+            job,
+        };
+        Ok((body, follow))
+    }
+}
+
+/// What following a submitted job needs.
+struct FollowArgs {
+    project: ResourceId,
+    interval: Duration,
+    detach: bool,
+}
+
+/// The user pressed Ctrl-C while the CLI followed a job; `main` exits with 130, as a
+/// shell does for a command killed by SIGINT.
+#[derive(Debug)]
+pub struct Interrupted(String);
+
+impl fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
+    let (body, follow) = args.into_body().unwrap_or_else(|why| usage_error(&why));
+    let submitted = ctx.client.create_run(&body).await?;
+    let project = &follow.project;
+    if follow.detach {
+        return match ctx.format {
+            Format::Json => output::emit_json(&submitted),
+            Format::Human => output::emit(&format!(
+                "{}\n\nFollow it with `bencher job view {project} {uuid}`; \
+                 cancel it with `bencher job cancel {project} {uuid}`.",
+                submitted_text(&submitted),
+                uuid = submitted.uuid,
+            )),
+        };
+    }
+    let uuid = submitted.uuid;
+    // `ctrl_c` installs its handler when first polled: poll it now, before telling the
+    // user about a job they may then interrupt, so that Ctrl-C cancels it from here on.
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    let early = (&mut ctrl_c).now_or_never();
+    note(ctx, &submitted_text(&submitted))?;
+    let signal = match early {
+        Some(signal) => signal,
+        None => tokio::select! {
+            finished = follow_job(ctx, project, submitted, follow.interval) => {
+                return finish(ctx, finished?);
+            }
+            signal = &mut ctrl_c => signal,
+        },
+    };
+    signal.map_err(|e| anyhow::anyhow!("cannot listen for Ctrl-C: {e}"))?;
+    let (canceled, interrupted) = interrupt(ctx, project, uuid).await;
+    if let Some(job) = canceled {
+        match ctx.format {
+            Format::Json => output::emit_json(&job)?,
+            Format::Human => output::emit(&status_line(&job))?,
+        }
+    }
+    Err(interrupted.into())
+}
+
+/// Prints a finished job's output (or the job, with `--format json`); an error when it
+/// failed or was canceled.
+fn finish(ctx: &Context, finished: JsonJob) -> anyhow::Result<()> {
+    let uuid = finished.uuid;
+    match ctx.format {
+        Format::Json => output::emit_json(&finished)?,
+        Format::Human => output::emit(&format!("\n{}", job::iterations(&finished)))?,
+    }
+    match finished.status {
+        JobStatus::Failed => bail!(
+            "job {uuid} failed: {}",
+            finished
+                .error
+                .as_deref()
+                .unwrap_or("the runner gave no reason")
+        ),
+        JobStatus::Canceled => match &finished.error {
+            Some(why) => bail!("job {uuid} was canceled: {why}"),
+            None => bail!("job {uuid} was canceled"),
+        },
+        _ => {
+            if ctx.format == Format::Human {
+                output::emit(&format!("Job {uuid} {}.", finished.status))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn submitted_text(job: &JsonJob) -> String {
+    format!(
+        "Submitted job {} ({}).\n{}",
+        job.uuid,
+        job.status,
+        output::view(&[
+            ("image", pinned_image(job)),
+            ("spec", job.spec.slug.to_string()),
+            ("report", job.report.to_string()),
+        ])
+    )
+}
+
+/// The reference as submitted, pinned to the digest the server resolved it to (what the
+/// runner will pull, whatever happens to the tag).
+fn pinned_image(job: &JsonJob) -> String {
+    let digest = &job.config.digest;
+    match job.config.image.as_deref() {
+        Some(image) => {
+            let name = image.split_once('@').map_or(image, |(name, _)| name);
+            format!("{name}@{digest}")
+        }
+        None => digest.clone(),
+    }
+}
+
+/// A line about the job's progress: on stdout for people, on stderr with `--format json`
+/// so stdout stays one JSON document.
+fn note(ctx: &Context, text: &str) -> anyhow::Result<()> {
+    match ctx.format {
+        Format::Human => output::emit(text),
+        Format::Json => {
+            eprintln!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn status_line(job: &JsonJob) -> String {
+    match (job.status, job.runner) {
+        (JobStatus::Claimed | JobStatus::Running, Some(runner)) => {
+            format!("status: {} (runner {runner})", job.status)
+        }
+        _ => format!("status: {}", job.status),
+    }
+}
+
+/// Polls the job until the runner is done with it, printing each status change.
+async fn follow_job(
+    ctx: &Context,
+    project: &ResourceId,
+    mut job: JsonJob,
+    interval: Duration,
+) -> anyhow::Result<JsonJob> {
+    let mut pace = Pace::new(interval);
+    let mut failures = 0;
+    let mut next = pace.after(job.status);
+    while !job.status.is_finished() {
+        tokio::time::sleep(next).await;
+        let (answer, retry_after) = ctx.client.poll_job(project, job.uuid).await;
+        // Jittered too: every client told the same `Retry-After` would come back at once.
+        let asked = jitter(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER));
+        next = match answer {
+            Ok(polled) => {
+                failures = 0;
+                if (polled.status, polled.runner) != (job.status, job.runner) {
+                    note(ctx, &status_line(&polled))?;
+                    pace.reset();
+                }
+                job = polled;
+                pace.after(job.status).max(asked)
+            }
+            Err(error) if transient(&error) && failures < MAX_FAILURES => {
+                failures += 1;
+                let wait = pace.after_error(failures).max(asked);
+                eprintln!(
+                    "warning: cannot get the status of job {}: {error}; retrying in {} s",
+                    job.uuid,
+                    wait.as_secs_f64().round()
+                );
+                wait
+            }
+            Err(error) => {
+                return Err(anyhow::Error::new(error).context(format!(
+                    "stopped following job {uuid}, which goes on without this command; \
+                     check it with `bencher job view {project} {uuid}`",
+                    uuid = job.uuid
+                )));
+            }
+        };
+    }
+    Ok(job)
+}
+
+/// Worth asking again: the request did not arrive, or the server (or a proxy) said it
+/// is busy or briefly unavailable.
+fn transient(error: &ClientError) -> bool {
+    match error {
+        ClientError::Transport { .. } => true,
+        ClientError::Api { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+        _ => false,
+    }
+}
+
+/// When to poll next: the interval while something may change soon, slower and slower
+/// while the job waits for a runner, exponentially slower on errors; always a little
+/// random, so many followers started together (a CI matrix) do not poll in step.
+struct Pace {
+    interval: Duration,
+    pending: Duration,
+}
+
+impl Pace {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            pending: interval,
+        }
+    }
+
+    /// Back to the interval: the job just moved, more may follow.
+    fn reset(&mut self) {
+        self.pending = self.interval;
+    }
+
+    fn after(&mut self, status: JobStatus) -> Duration {
+        let wait = if status == JobStatus::Pending {
+            let wait = self.pending;
+            self.pending = (self.pending * 3 / 2).min(PENDING_MAX_WAIT.max(self.interval));
+            wait
+        } else {
+            self.interval
+        };
+        jitter(wait)
+    }
+
+    fn after_error(&self, failures: u32) -> Duration {
+        let doubled = self
+            .interval
+            .saturating_mul(1 << failures.min(16))
+            .min(ERROR_MAX_WAIT.max(self.interval));
+        jitter(doubled)
+    }
+}
+
+/// `wait` plus up to a quarter more, at random. Never less: the interval is the
+/// user's floor.
+fn jitter(wait: Duration) -> Duration {
+    // A fresh `RandomState` is randomly keyed: enough randomness for spreading polls
+    // without another dependency.
+    let random = RandomState::new().hash_one(0u8);
+    let quarter = wait / 4;
+    let extra = quarter.mul_f64((random % 1024) as f64 / 1024.0);
+    wait + extra
+}
+
+/// Ctrl-C while following: ask the server to cancel the job and say what happened; the
+/// canceled job, when the server canceled it. A second Ctrl-C stops waiting for the
+/// server.
+async fn interrupt(
+    ctx: &Context,
+    project: &ResourceId,
+    uuid: JobUuid,
+) -> (Option<JsonJob>, Interrupted) {
+    eprintln!("Interrupted: canceling job {uuid}…");
+    let cancel = ctx.client.cancel_job(project, uuid);
+    let still_runs =
+        format!("job {uuid} may still run: cancel it with `bencher job cancel {project} {uuid}`");
+    tokio::select! {
+        canceled = cancel => match canceled {
+            Ok(job) => {
+                let message = format!("interrupted: job {uuid} was canceled");
+                (Some(job), Interrupted(message))
+            }
+            Err(ClientError::Api { status: 409, .. }) => {
+                // The job finished (or was canceled) between the last poll and now.
+                let message = match ctx.client.get_job(project, uuid).await {
+                    Ok(job) => format!(
+                        "interrupted: job {uuid} was already {}, nothing to cancel",
+                        job.status
+                    ),
+                    Err(_) => format!("interrupted: job {uuid} can no longer be canceled"),
+                };
+                (None, Interrupted(message))
+            }
+            Err(error) => {
+                let message = format!("interrupted, but the cancel failed ({error}); {still_runs}");
+                (None, Interrupted(message))
+            }
+        },
+        _ = tokio::signal::ctrl_c() => {
+            let message = format!("interrupted twice: not waiting for the server; {still_runs}");
+            (None, Interrupted(message))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn parse(line: &[&str]) -> Result<RunArgs, String> {
+        match Cli::try_parse_from(line) {
+            Ok(Cli {
+                command: Command::Run(args),
+                ..
+            }) => Ok(*args),
+            Ok(other) => panic!("{line:?} parsed as {other:?}"),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn body(line: &[&str]) -> Result<JsonNewRun, String> {
+        parse(line)?.into_body().map(|(body, _)| body)
+    }
+
+    #[test]
+    fn the_documented_line_becomes_the_body() {
+        let run = body(&[
+            "bencher",
+            "run",
+            "--image",
+            "bench:v1",
+            "--project",
+            "bench",
+            "--spec",
+            "intel-v1",
+            "--entrypoint",
+            "/bin/sh",
+            "--entrypoint",
+            "-c",
+            "--env",
+            "A=1=2",
+            "--env",
+            "EMPTY=",
+            "--job-timeout",
+            "60",
+            "--iter",
+            "3",
+            "--file",
+            "/out/a.json",
+            "--file",
+            "/out/b.json",
+            "--adapter",
+            "json",
+            "--branch",
+            "feature x",
+            "--testbed",
+            "ci",
+            "--allow-failure",
+            "--",
+            "echo",
+            "--not-a-flag",
+        ])
+        .expect("valid line");
+        let expected = serde_json::json!({
+            "project": "bench",
+            "branch": "feature x",
+            "testbed": "ci",
+            "adapter": "json",
+            "job": {
+                "image": "bench:v1",
+                "spec": "intel-v1",
+                "entrypoint": ["/bin/sh", "-c"],
+                "cmd": ["echo", "--not-a-flag"],
+                "env": {"A": "1=2", "EMPTY": ""},
+                "timeout": 60,
+                "file_paths": ["/out/a.json", "/out/b.json"],
+                "iter": 3,
+                "allow_failure": true,
+            },
+        });
+        assert_eq!(serde_json::to_value(&run).expect("serializes"), expected);
+
+        let minimal =
+            body(&["bencher", "run", "--image", "p:v1", "--project", "p"]).expect("valid line");
+        assert_eq!(
+            serde_json::to_value(&minimal).expect("serializes"),
+            serde_json::json!({"project": "p", "job": {"image": "p:v1"}})
+        );
+    }
+
+    #[test]
+    fn bad_lines_are_usage_errors() {
+        let run = |extra: &[&str]| {
+            let mut line = vec!["bencher", "run", "--image", "p:v1", "--project", "p"];
+            line.extend(extra);
+            match parse(&line) {
+                Ok(args) => args.into_body().map(|_| ()),
+                Err(e) => Err(e),
+            }
+            .expect_err("should be refused")
+        };
+        let err = run(&["--env", "TOKEN"]);
+        assert!(err.contains("`TOKEN` has no `=`"), "{err}");
+        let err = run(&["--env", "=x"]);
+        assert!(err.contains("name before `=` is empty"), "{err}");
+        let err = run(&["--env", "A=1", "--env", "A=2"]);
+        assert!(err.contains("--env A is given more than once"), "{err}");
+        for bad in ["0", "601", "0.5", "-1", "soon", ""] {
+            let flag = format!("--job-poll-interval={bad}");
+            let err = run(&[&flag]);
+            assert!(err.contains("between 1 and 600"), "{bad}: {err}");
+        }
+        let err = run(&["--detach", "--job-poll-interval", "5"]);
+        assert!(err.contains("cannot be used with"), "{err}");
+        let err = run(&["--iter", "0"]);
+        assert!(err.contains("between 1 and 255"), "{err}");
+        let err = run(&["--job-timeout", "86401"]);
+        assert!(err.contains("between 1 and 86400"), "{err}");
+        let err = run(&["--adapter", "Rust"]);
+        assert!(err.contains("lowercase"), "{err}");
+        let err = run(&["echo"]);
+        assert!(err.contains("unexpected argument"), "{err}");
+
+        let err = parse(&["bencher", "run", "--image", "p:v1"]).expect_err("no project");
+        assert!(err.contains("--project"), "{err}");
+        let local = parse(&["bencher", "run", "--", "cargo", "bench"]).expect("parses");
+        let err = local.into_body().map(|_| ()).expect_err("no local runs");
+        assert!(err.contains("not available yet"), "{err}");
+    }
+
+    #[test]
+    fn polls_slow_down_while_pending_and_never_beat_the_interval() {
+        let second = Duration::from_secs(1);
+        let mut pace = Pace::new(second);
+        let mut last = Duration::ZERO;
+        for _ in 0..20 {
+            let wait = pace.after(JobStatus::Pending);
+            assert!(
+                wait >= second && wait <= PENDING_MAX_WAIT * 5 / 4,
+                "{wait:?}"
+            );
+            last = wait;
+        }
+        assert!(last >= PENDING_MAX_WAIT, "{last:?}");
+        pace.reset();
+        let wait = pace.after(JobStatus::Running);
+        assert!(wait >= second && wait <= second * 5 / 4, "{wait:?}");
+        let slow = pace.after_error(10);
+        assert!(
+            slow >= ERROR_MAX_WAIT && slow <= ERROR_MAX_WAIT * 5 / 4,
+            "{slow:?}"
+        );
+        // An interval longer than the caps is kept.
+        let mut pace = Pace::new(Duration::from_secs(60));
+        assert!(pace.after(JobStatus::Pending) >= Duration::from_secs(60));
+        assert!(pace.after_error(1) >= Duration::from_secs(60));
+    }
+}
