@@ -1,5 +1,12 @@
-//! The runner agent's library. Today it holds `image`: pulling a job's OCI image by
-//! digest into a content-addressed on-disk cache shared by all jobs, and preparing the
-//! image's root filesystem from it. IO: see the module.
+//! The runner agent's library behind the thin `runner` binary: `image` (pulls by
+//! digest into a shared, bounded cache, and root filesystems), `agent` (the protocol
+//! core without IO, its driver and WebSocket link, drain), `spool` (unacknowledged
+//! results on disk), `executor` (runs a job in its sandbox; `none` today) and
+//! `run_local` (`runner run`). IO: see each module.
 
+pub mod agent;
+pub mod cli;
+pub mod executor;
 pub mod image;
+pub mod run_local;
+pub mod spool;

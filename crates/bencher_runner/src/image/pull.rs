@@ -86,8 +86,13 @@ impl ImageCache {
             // Make room first, so the disk never holds the bound plus the image.
             self.evict(incoming).await?;
         }
-        stream::iter(missing)
+        // The futures are built before they enter the stream: a closure inside the stream
+        // type would make rustc unable to prove the whole pull `Send`.
+        let fetches: Vec<_> = missing
+            .into_iter()
             .map(|descriptor| self.fetch(client, repository, descriptor))
+            .collect();
+        stream::iter(fetches)
             .buffer_unordered(PARALLEL_FETCHES)
             .try_collect::<()>()
             .await?;

@@ -1,0 +1,279 @@
+//! The real job backend of `runner up`, and what the host can run. IO: the registry and
+//! the image cache (`prepare`), the executor's processes or sandboxes (`execute`), and
+//! `/proc/meminfo` (the capability check).
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bencher_client::registry::{RegistryClient, RegistryCredential};
+use bencher_oci::digest::Digest;
+use bencher_oci::layer::UnpackLimits;
+use bencher_oci::platform::Platform;
+use bencher_oci::reference::ManifestRef;
+use bencher_types::{Architecture, Os, Sandbox};
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::core::{ALLOW_NO_SANDBOX_FLAG, Assignment, JobOutcome, NoSandbox};
+use super::driver::JobBackend;
+use super::error_chain;
+use crate::cli::UpArgs;
+use crate::executor::{self, Capability, ExecOutcome, ExecRequest, OutputLimits};
+use crate::image::{ImageCache, PulledImage};
+
+/// Pulls with the job's token into the shared cache, then runs the executor.
+pub struct HostBackend {
+    cache: ImageCache,
+    limits: OutputLimits,
+    grace_period: Duration,
+}
+
+/// A job ready to run: its image stays pinned in the cache while this lives.
+pub struct Prepared {
+    assignment: Assignment,
+    image: PulledImage,
+    rootfs: PathBuf,
+}
+
+impl HostBackend {
+    pub fn new(cache: ImageCache, args: &UpArgs) -> Self {
+        Self {
+            cache,
+            limits: OutputLimits {
+                max_output_size: args.max_output_size.bytes(),
+                max_file_count: args.max_file_count,
+                max_symlinks: args.max_symlinks,
+            },
+            grace_period: args.grace_period(),
+        }
+    }
+}
+
+impl JobBackend for HostBackend {
+    type Prepared = Prepared;
+
+    async fn prepare(
+        &self,
+        assignment: Assignment,
+        cancel: CancellationToken,
+    ) -> Result<Prepared, String> {
+        let config = &assignment.config;
+        let registry = Url::parse(&config.registry)
+            .map_err(|e| format!("the job's registry `{}` is not a URL: {e}", config.registry))?;
+        let digest = Digest::from_str(&config.digest)
+            .map_err(|e| format!("the job's digest `{}` is invalid: {e}", config.digest))?;
+        let client = RegistryClient::new(
+            registry,
+            RegistryCredential::Bearer(assignment.oci_token.expose_secret().to_owned()),
+        )
+        .map_err(|e| format!("cannot reach the job's registry: {}", error_chain(&e)))?;
+        // A project's repository is named by its UUID as well as its slug.
+        let repository = config.project.to_string();
+        // A cancel stops the pull between awaits; whatever it leaves in the cache's tmp/
+        // is removed (see `image`).
+        let (image, rootfs) = tokio::select! {
+            () = cancel.cancelled() => Err("canceled while pulling the image".to_owned()),
+            pulled = pull(&self.cache, &client, &repository, digest) => pulled,
+        }?;
+        Ok(Prepared {
+            assignment,
+            image,
+            rootfs,
+        })
+    }
+
+    async fn execute(&self, prepared: Prepared, cancel: CancellationToken) -> JobOutcome {
+        let sandbox = match executor::Sandbox::from_spec(prepared.assignment.spec.sandbox) {
+            Ok(sandbox) => sandbox,
+            // The core admits only sandboxes found working at start.
+            Err(unavailable) => {
+                return JobOutcome::Failed {
+                    results: Vec::new(),
+                    error: unavailable.to_string(),
+                };
+            }
+        };
+        let request = ExecRequest {
+            rootfs: prepared.rootfs.clone(),
+            image: prepared.image.config.clone(),
+            config: prepared.assignment.config.clone(),
+            limits: self.limits,
+            grace_period: self.grace_period,
+        };
+        let outcome = executor::execute(sandbox, request, cancel).await;
+        // Held until here: the image stays pinned in the cache while the job runs.
+        drop(prepared);
+        match outcome {
+            ExecOutcome::Completed { results } => JobOutcome::Completed { results },
+            ExecOutcome::Failed { results, error } => JobOutcome::Failed { results, error },
+            ExecOutcome::Canceled { results } => JobOutcome::Canceled { results },
+            ExecOutcome::TimedOut { results } => JobOutcome::TimedOut { results },
+        }
+    }
+}
+
+/// Pulls the image into the cache and unpacks its root filesystem.
+async fn pull(
+    cache: &ImageCache,
+    client: &RegistryClient,
+    repository: &str,
+    digest: Digest,
+) -> Result<(PulledImage, PathBuf), String> {
+    let image = cache
+        .pull(
+            client,
+            repository,
+            &ManifestRef::Digest(digest),
+            &Platform::host(),
+        )
+        .await
+        .map_err(|e| format!("cannot pull the image: {}", error_chain(&e)))?;
+    let rootfs = cache
+        .rootfs(&image, UnpackLimits::default())
+        .await
+        .map_err(|e| format!("cannot unpack the image: {}", error_chain(&e)))?;
+    Ok((image, rootfs))
+}
+
+/// What the host offers, checked once at start.
+#[derive(Debug, Clone)]
+pub struct Capabilities {
+    pub os: Option<Os>,
+    pub architecture: Option<Architecture>,
+    pub cpus: usize,
+    /// Bytes of RAM (`MemTotal`).
+    pub memory: Option<u64>,
+    /// Jobs without a sandbox, on the host: whether the executor can run them here.
+    pub host: Result<Capability, String>,
+    /// Every sandbox a Spec can name, and whether it works here (else why not).
+    pub sandboxes: Vec<(Sandbox, Result<Capability, String>)>,
+}
+
+impl Capabilities {
+    /// Blocking: the executor's checks try what a job needs (namespaces, mounts).
+    pub fn detect() -> Self {
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|text| mem_total(&text));
+        let sandboxes = Sandbox::ALL
+            .iter()
+            .map(|&kind| {
+                let check = executor::Sandbox::from_spec(Some(kind))
+                    .map_err(|unavailable| unavailable.to_string())
+                    .and_then(executor::check);
+                (kind, check)
+            })
+            .collect();
+        Self {
+            os: Os::from_str(std::env::consts::OS).ok(),
+            architecture: Architecture::from_str(std::env::consts::ARCH).ok(),
+            cpus: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            memory,
+            host: executor::check(executor::Sandbox::None),
+            sandboxes,
+        }
+    }
+
+    /// The sandboxes that work here.
+    pub fn sandboxes(&self) -> Vec<Sandbox> {
+        self.sandboxes
+            .iter()
+            .filter(|(_, check)| check.is_ok())
+            .map(|(kind, _)| *kind)
+            .collect()
+    }
+
+    /// What the core does with jobs without a sandbox, given the operator's flag.
+    pub fn no_sandbox(&self, allowed_by_operator: bool) -> NoSandbox {
+        match (&self.host, allowed_by_operator) {
+            (_, false) => NoSandbox::Refused,
+            (Ok(_), true) => NoSandbox::Allowed,
+            (Err(reason), true) => NoSandbox::Unavailable(reason.clone()),
+        }
+    }
+
+    pub fn log(&self, allowed_by_operator: bool) {
+        let available = self.sandboxes();
+        let no_sandbox = match self.no_sandbox(allowed_by_operator) {
+            NoSandbox::Refused => "refused".to_owned(),
+            NoSandbox::Allowed => "allowed".to_owned(),
+            NoSandbox::Unavailable(reason) => format!("unavailable: {reason}"),
+        };
+        tracing::info!(
+            os = std::env::consts::OS,
+            arch = std::env::consts::ARCH,
+            cpus = self.cpus,
+            memory = self.memory,
+            sandboxes = ?available.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            no_sandbox = %no_sandbox,
+            "what this runner can run"
+        );
+        for (kind, check) in &self.sandboxes {
+            match check {
+                Ok(capability) => {
+                    tracing::info!(sandbox = %kind, detail = %capability.detail, "sandbox available");
+                }
+                Err(reason) => {
+                    tracing::debug!(sandbox = %kind, reason = %reason, "sandbox unavailable");
+                }
+            }
+        }
+        if self.os.is_none() || self.architecture.is_none() {
+            tracing::warn!(
+                os = std::env::consts::OS,
+                arch = std::env::consts::ARCH,
+                "no Spec can name this platform; every job will be refused"
+            );
+        }
+        match (&self.host, allowed_by_operator) {
+            (Ok(capability), true) => tracing::warn!(
+                detail = %capability.detail,
+                "{ALLOW_NO_SANDBOX_FLAG}: jobs whose Spec has no sandbox run directly on this \
+                 host; only run trusted workloads"
+            ),
+            (Err(reason), true) => tracing::warn!(
+                reason = %reason,
+                "{ALLOW_NO_SANDBOX_FLAG} is set, but this host cannot run jobs without a \
+                 sandbox; they will be refused"
+            ),
+            (_, false) if available.is_empty() => tracing::warn!(
+                "no sandbox works on this host and {ALLOW_NO_SANDBOX_FLAG} is not set: every \
+                 job will be refused"
+            ),
+            (_, false) => {}
+        }
+    }
+}
+
+/// `MemTotal` of `/proc/meminfo`, in bytes.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut words = line.split_whitespace().skip(1);
+    let value: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") => value.checked_mul(1024),
+        None => Some(value),
+        Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_mem_total() {
+        let meminfo = "MemTotal:        2030912 kB\nMemFree:          123456 kB\n";
+        assert_eq!(mem_total(meminfo), Some(2_030_912 * 1024));
+        assert_eq!(mem_total("MemFree: 1 kB\n"), None);
+        assert_eq!(mem_total("MemTotal: lots kB\n"), None);
+    }
+
+    #[test]
+    fn detects_this_host() {
+        let capabilities = Capabilities::detect();
+        assert!(capabilities.cpus >= 1);
+        assert_eq!(capabilities.sandboxes.len(), Sandbox::ALL.len());
+    }
+}

@@ -1,0 +1,147 @@
+//! The runner agent behind `runner up`: one WebSocket to the API server, over which it
+//! claims Jobs, runs them and reports their results (the Runner Protocol,
+//! `shared/design/protocol.md`).
+//!
+//! - `core`: the protocol as a pure state machine (`step(state, input) -> effects`): no
+//!   IO, no clock reads; unit-tested transition by transition.
+//! - `driver`: performs the core's effects (IO: the spool, job tasks, timers) and feeds
+//!   it inputs; generic over the [`JobBackend`](driver::JobBackend) that runs jobs, so
+//!   tests drive it with fakes.
+//! - `link`: the WebSocket task (IO: the network): connect, reconnect with backoff, a
+//!   401 stops the runner.
+//! - `host`: the real backend (IO: the image cache, the registry, the executor) and the
+//!   capability check at start.
+//! - `backoff`: reconnect delays (pure).
+//!
+//! Results survive everything but the disk: see `crate::spool`.
+
+mod backoff;
+pub mod core;
+pub mod driver;
+pub mod host;
+pub mod link;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bencher_types::protocol::RunnerMetadata;
+use tokio::sync::mpsc;
+
+use crate::cli::UpArgs;
+use crate::image::{ImageCache, ImageError};
+use crate::spool::{Spool, SpoolError};
+
+pub use self::core::Exit;
+use self::link::{LinkConfig, LinkSetupError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("{0}")]
+    Dirs(String),
+    #[error("cannot open the image cache")]
+    Cache(#[source] ImageError),
+    #[error("cannot open the spool")]
+    Spool(#[source] SpoolError),
+    #[error("cannot set up the connection to the server")]
+    Link(#[source] LinkSetupError),
+    #[error(transparent)]
+    Agent(#[from] driver::AgentError),
+}
+
+/// Link timings for a real server; tests use shorter ones.
+pub fn link_config(args: &UpArgs) -> Result<LinkConfig, LinkSetupError> {
+    Ok(LinkConfig {
+        url: link::channel_url(&args.host, &args.runner)?,
+        key: args.key.clone(),
+        tls: link::tls_config()?,
+        backoff_initial: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(60),
+        connect_timeout: Duration::from_secs(30),
+        send_timeout: Duration::from_secs(30),
+        ping_interval: Duration::from_secs(15),
+        silence_limit: Duration::from_secs(45),
+        close_timeout: Duration::from_secs(5),
+    })
+}
+
+/// What this runner says about itself in `ready`.
+pub fn metadata() -> RunnerMetadata {
+    RunnerMetadata {
+        os: std::env::consts::OS.to_owned(),
+        arch: std::env::consts::ARCH.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        channel: None,
+        checksum: None,
+    }
+}
+
+/// `runner up`: checks what this host can run, opens the cache and the spool, and runs
+/// the agent until a signal drains it or the server refuses the key.
+pub async fn up(args: UpArgs, signals: mpsc::UnboundedReceiver<()>) -> Result<Exit, UpError> {
+    let capabilities = tokio::task::spawn_blocking(host::Capabilities::detect)
+        .await
+        .map_err(driver::AgentError::Task)?;
+    capabilities.log(args.danger_allow_no_sandbox);
+
+    let (cache_dir, spool_dir) = match (args.cache_dir.clone(), args.spool_dir.clone()) {
+        (Some(cache), Some(spool)) => (cache, spool),
+        (cache, spool) => {
+            let defaults = crate::cli::default_dirs().map_err(UpError::Dirs)?;
+            (
+                cache.unwrap_or(defaults.cache),
+                spool.unwrap_or(defaults.spool),
+            )
+        }
+    };
+    let cache = {
+        let dir = cache_dir.clone();
+        let max = args.max_cache_size.bytes();
+        tokio::task::spawn_blocking(move || ImageCache::open(&dir, max))
+            .await
+            .map_err(driver::AgentError::Task)?
+            .map_err(UpError::Cache)?
+    };
+    let spool = {
+        let dir = spool_dir.clone();
+        tokio::task::spawn_blocking(move || Spool::open(&dir))
+            .await
+            .map_err(driver::AgentError::Task)?
+            .map_err(UpError::Spool)?
+    };
+    tracing::info!(
+        cache = %cache_dir.display(),
+        spool = %spool_dir.display(),
+        host = %args.host,
+        runner = %args.runner,
+        "starting"
+    );
+
+    let core_config = core::Config {
+        poll_timeout: args.poll_timeout,
+        metadata: metadata(),
+        features: Vec::new(),
+        os: capabilities.os,
+        architecture: capabilities.architecture,
+        no_sandbox: capabilities.no_sandbox(args.danger_allow_no_sandbox),
+        sandboxes: capabilities.sandboxes(),
+        timing: core::Timing {
+            drain: args.drain_timeout(),
+            ..core::Timing::default()
+        },
+    };
+    let link_config = link_config(&args).map_err(UpError::Link)?;
+    let backend = Arc::new(host::HostBackend::new(cache, &args));
+    Ok(driver::run(core_config, link_config, backend, spool, signals).await?)
+}
+
+/// An error and its sources on one line: `a: b: c`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

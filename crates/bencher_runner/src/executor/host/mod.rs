@@ -1,0 +1,363 @@
+//! Sandbox `none`: the job runs on the host, chrooted into an overlay of its image's
+//! root filesystem, in its own mount and PID namespaces, with the host's network and no
+//! resource limits. IO: the image's root filesystem (read), a scratch directory per
+//! iteration, mounts in private namespaces, the job's processes and pipes; see
+//! `namespace` and `init`.
+//!
+//! This isolates a trusted job from the host by accident, not by design against
+//! malice: a job running as root keeps root's capabilities (it could mount the host's
+//! disks or leave the chroot), and can read its PID 1, the init, which is a fork of
+//! the runner and so holds a copy of the runner's memory and environment (an image
+//! `User` other than root cannot: the kernel denies other users a process's memory and
+//! environ). That is what `--danger-allow-no-sandbox` acknowledges.
+//!
+//! # One iteration
+//!
+//! 1. `namespace::start`: a thread unshares a mount and a PID namespace, mounts the
+//!    overlay, creates the mount points, and spawns the init with the job's command;
+//!    the init chroots, mounts `/proc`, `/sys` (read-only), a minimal `/dev` and a
+//!    `/tmp` tmpfs, and forks the benchmark, which takes the image's user and execs.
+//! 2. stdout and stderr are captured under the output budget (see `capture`) while
+//!    the executor waits for the first of: the benchmark's exit report, the job's
+//!    deadline, the cancel token.
+//! 3. After an exit the init gives leftover processes the grace period, then exits;
+//!    after a timeout or cancel the executor kills the init. Either way the kernel kills
+//!    everything left in the PID namespace, and the init is reaped only once that is
+//!    done: nothing of the job survives the iteration.
+//! 4. The pipes are drained, the output files read from the overlay, the overlay
+//!    unmounted and the scratch directory deleted.
+
+mod init;
+mod namespace;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bencher_oci::config::ImageConfig;
+use bencher_types::protocol::{IterationResult, JobConfig};
+use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::capture::{Captured, OutputBudget, capture};
+use super::plan::{self, Credentials};
+use super::rootfs::Root;
+use super::{Capability, ExecOutcome, ExecRequest, OutputLimits, Sandbox};
+use init::{REPORT_LEN, Report};
+
+/// How long the init may take to exit after the grace period, before it is killed.
+const INIT_EXIT_SLACK: Duration = Duration::from_secs(1);
+/// How long the output pipes may take to reach their end once the job is gone. Only a
+/// job that handed its pipe to a process outside its namespace makes this matter.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// The exit code reported for an iteration the executor killed: SIGKILL's.
+const KILLED: i32 = 128 + 9;
+/// The largest passwd or group file read from an image.
+const MAX_ACCOUNT_FILE: u64 = 16 << 20;
+
+/// What an iteration runs, prepared once per job.
+#[derive(Debug)]
+struct HostJob {
+    rootfs: PathBuf,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    working_dir: String,
+    credentials: Credentials,
+    grace: Duration,
+    max_symlinks: u32,
+}
+
+/// How an iteration ended.
+enum Ended {
+    /// The benchmark exited; its output files (if any) were collected.
+    Exited(IterationResult),
+    /// The benchmark exited but its output files could not be collected.
+    FilesFailed(IterationResult, String),
+    TimedOut(IterationResult),
+    Canceled(IterationResult),
+    /// Nothing ran, or the job ended without a status.
+    Failed(Option<IterationResult>, String),
+}
+
+pub(super) async fn execute(request: ExecRequest, cancel: CancellationToken) -> ExecOutcome {
+    let ExecRequest {
+        rootfs,
+        image,
+        config,
+        limits,
+        grace_period,
+    } = request;
+    let refuse = |error: String| ExecOutcome::Failed {
+        results: Vec::new(),
+        error,
+    };
+    if let Err(error) = config.validate() {
+        return refuse(format!("invalid job: {error}"));
+    }
+    let iterations = config.iter.unwrap_or(bencher_types::DEFAULT_ITERATIONS);
+    if iterations == 0 {
+        return refuse("invalid job: iter must be at least 1".to_owned());
+    }
+    let files: Arc<[String]> = config.file_paths.clone().unwrap_or_default().into();
+    if files.len() > limits.max_file_count as usize {
+        return refuse(format!(
+            "the job asks for {} output files; this runner collects at most {} (--max-file-count)",
+            files.len(),
+            limits.max_file_count
+        ));
+    }
+    let allow_failure = config.allow_failure.unwrap_or(false);
+    // One deadline for the whole job, every iteration included.
+    let deadline = Instant::now() + Duration::from_secs(config.timeout.into());
+
+    let job = match tokio::task::spawn_blocking(move || {
+        prepare(rootfs, &image, &config, &limits, grace_period)
+    })
+    .await
+    {
+        Ok(Ok(job)) => Arc::new(job),
+        Ok(Err(error)) => return refuse(error),
+        Err(error) => return refuse(format!("preparing the job failed: {error}")),
+    };
+    tracing::debug!(argv = ?job.argv, iterations, "running a job on the host");
+
+    let mut results = Vec::new();
+    for index in 1..=iterations {
+        if cancel.is_cancelled() {
+            return ExecOutcome::Canceled { results };
+        }
+        if Instant::now() >= deadline {
+            return ExecOutcome::TimedOut { results };
+        }
+        let which = |error: String| format!("iteration {index} of {iterations}: {error}");
+        match iteration(&job, &files, &limits, deadline, &cancel).await {
+            Ended::Exited(result) => {
+                let code = result.exit_code;
+                results.push(result);
+                if code != 0 && !allow_failure {
+                    return ExecOutcome::Failed {
+                        results,
+                        error: which(format!("the command exited with code {code}")),
+                    };
+                }
+            }
+            Ended::FilesFailed(result, error) => {
+                results.push(result);
+                return ExecOutcome::Failed {
+                    results,
+                    error: which(error),
+                };
+            }
+            Ended::TimedOut(partial) => {
+                results.push(partial);
+                return ExecOutcome::TimedOut { results };
+            }
+            Ended::Canceled(partial) => {
+                results.push(partial);
+                return ExecOutcome::Canceled { results };
+            }
+            Ended::Failed(partial, error) => {
+                results.extend(partial);
+                return ExecOutcome::Failed {
+                    results,
+                    error: which(error),
+                };
+            }
+        }
+    }
+    ExecOutcome::Completed { results }
+}
+
+/// Decides the command, environment, working directory and user, reading the image's
+/// passwd and group files (confined to its root).
+fn prepare(
+    rootfs: PathBuf,
+    image: &ImageConfig,
+    config: &JobConfig,
+    limits: &OutputLimits,
+    grace: Duration,
+) -> Result<HostJob, String> {
+    let root = Root::open(&rootfs, limits.max_symlinks).map_err(|e| {
+        format!(
+            "cannot open the image's root filesystem {}: {e}",
+            rootfs.display()
+        )
+    })?;
+    let account_file = |path: &str| match root.read_file(path, MAX_ACCOUNT_FILE) {
+        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(format!("cannot read the image's {e}")),
+    };
+    let passwd = account_file("/etc/passwd")?;
+    let group = account_file("/etc/group")?;
+    let plan_error = |e: plan::PlanError| e.to_string();
+    let credentials =
+        plan::credentials(image.user(), passwd.as_deref(), group.as_deref()).map_err(plan_error)?;
+    Ok(HostJob {
+        argv: plan::command(image, config).map_err(plan_error)?,
+        env: plan::environment(image, config.env.as_ref(), credentials.home.as_deref())
+            .map_err(plan_error)?,
+        working_dir: plan::working_dir(image).map_err(plan_error)?,
+        credentials,
+        rootfs,
+        grace,
+        max_symlinks: limits.max_symlinks,
+    })
+}
+
+/// Why the executor stopped an iteration.
+#[derive(Clone, Copy)]
+enum Stop {
+    Canceled,
+    TimedOut,
+}
+
+async fn iteration(
+    job: &Arc<HostJob>,
+    files: &Arc<[String]>,
+    limits: &OutputLimits,
+    deadline: Instant,
+    cancel: &CancellationToken,
+) -> Ended {
+    let (session, started) = namespace::start(job.clone()).await;
+    let spawned = match started {
+        Ok(spawned) => spawned,
+        Err(error) => {
+            session.finish().await;
+            return Ended::Failed(None, error);
+        }
+    };
+    let namespace::Spawned {
+        mut child,
+        stdout,
+        stderr,
+        mut status,
+    } = spawned;
+    let budget = OutputBudget::new(limits.max_output_size);
+    let stop_reading = CancellationToken::new();
+    let stdout = tokio::spawn(capture(stdout, budget.clone(), stop_reading.clone()));
+    let stderr = tokio::spawn(capture(stderr, budget, stop_reading.clone()));
+
+    let mut stop = None;
+    // In this order when several are ready: a cancel wins, and an exit that came in
+    // time is not turned into a timeout by a late poll.
+    let exited = tokio::select! {
+        biased;
+        () = cancel.cancelled() => {
+            stop = Some(Stop::Canceled);
+            None
+        }
+        code = exit_report(&mut status) => code,
+        () = tokio::time::sleep_until(deadline) => {
+            stop = Some(Stop::TimedOut);
+            None
+        }
+    };
+    if exited.is_some() {
+        // The benchmark is done; the init gives what it left the grace period and
+        // exits. A cancel still cuts that short; the deadline does not, the benchmark
+        // having finished in time.
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => stop = Some(Stop::Canceled),
+            _ = tokio::time::timeout(job.grace + INIT_EXIT_SLACK, child.wait()) => {}
+        }
+    }
+    // Kills the init if it still runs; the kernel then kills the rest of the namespace,
+    // and the init is reaped only after all of it is gone.
+    let _ = child.start_kill();
+    let init_status = child.wait().await;
+
+    // Every writer is gone; read what is left in the pipes, for a bounded time.
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+        tracing::warn!("the job's output pipes stayed open after the job ended; stopped reading");
+        stop_reading.cancel();
+    });
+    let (stdout, stderr) = tokio::join!(stdout, stderr);
+    stopper.abort();
+    let text =
+        |captured: Result<Captured, _>| captured.map(Captured::into_text).unwrap_or_default();
+    let mut result = IterationResult {
+        exit_code: exited.unwrap_or(KILLED),
+        stdout: Some(text(stdout)),
+        stderr: Some(text(stderr)),
+        output: None,
+    };
+
+    let ended = match (stop, exited) {
+        (Some(Stop::Canceled), _) => Ended::Canceled(result),
+        (Some(Stop::TimedOut), _) => Ended::TimedOut(result),
+        (None, Some(_)) if files.is_empty() => Ended::Exited(result),
+        (None, Some(code)) => {
+            // A failed run may not have written its files; that is not a second error.
+            match session
+                .collect(files.clone(), limits.max_output_size, code != 0)
+                .await
+            {
+                Ok(output) => {
+                    result.output = Some(output);
+                    Ended::Exited(result)
+                }
+                Err(error) => Ended::FilesFailed(result, error),
+            }
+        }
+        (None, None) => {
+            let how = match &init_status {
+                Ok(status) => status.to_string(),
+                Err(e) => e.to_string(),
+            };
+            Ended::Failed(
+                Some(result),
+                format!("the job's init ended without the benchmark's status ({how})"),
+            )
+        }
+    };
+    session.finish().await;
+    ended
+}
+
+/// The benchmark's exit code from the status pipe; `None` if the pipe ends first
+/// (the init died).
+async fn exit_report(status: &mut tokio::net::unix::pipe::Receiver) -> Option<i32> {
+    let mut message = [0u8; REPORT_LEN];
+    loop {
+        status.read_exact(&mut message).await.ok()?;
+        if let Some(Report::Exited { code }) = Report::decode(message) {
+            return Some(code);
+        }
+    }
+}
+
+pub(super) fn check() -> Result<Capability, String> {
+    if !rustix::process::geteuid().is_root() {
+        return Err(
+            "sandbox `none` needs root: every job gets mount and PID namespaces, an \
+                    overlay mount and a chroot; run the runner as root"
+                .to_owned(),
+        );
+    }
+    let filesystems = std::fs::read_to_string("/proc/filesystems")
+        .map_err(|e| format!("cannot read /proc/filesystems: {e}"))?;
+    for needed in ["overlay", "tmpfs", "proc", "sysfs"] {
+        if !filesystems
+            .lines()
+            .any(|line| line.split_whitespace().last() == Some(needed))
+        {
+            return Err(format!(
+                "the kernel does not offer the `{needed}` filesystem (see /proc/filesystems), \
+                 which sandbox `none` mounts for every job"
+            ));
+        }
+    }
+    namespace::probe()?;
+    Ok(Capability {
+        sandbox: Sandbox::None,
+        detail: "jobs run on the host, chrooted into an overlay of their image in their own \
+                 mount and PID namespaces; host network, no CPU, memory or disk limits"
+            .to_owned(),
+        enforces_resources: false,
+        isolates_network: false,
+    })
+}

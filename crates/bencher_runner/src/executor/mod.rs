@@ -1,0 +1,248 @@
+//! The job executor: runs a job's command from its image's root filesystem in a
+//! Sandbox, iteration by iteration, and turns what happened into an [`ExecOutcome`].
+//! IO: each sandbox's module (today only `host`, for sandbox `none`); `plan` is pure,
+//! `rootfs` reads and creates paths inside a root filesystem, `capture` reads pipes.
+//!
+//! # Contract
+//!
+//! - The command is the image's `Entrypoint` + `Cmd` under Docker's override rule
+//!   with the job's; the environment is the image's `Env`, then the job's, then `PATH`
+//!   and `HOME` defaults; it runs in the image's `WorkingDir` as the image's `User`
+//!   (looked up in the image's `/etc/passwd` and `/etc/group`).
+//! - `iter` iterations (default 1), each from the image as it was: nothing one
+//!   iteration writes is seen by the next, and the image's root filesystem, shared by
+//!   all jobs of the image, is never modified.
+//! - A non-zero exit fails the job (after that iteration) unless `allow_failure`. A
+//!   death by signal N is exit code 128 + N. An iteration whose command the executor
+//!   killed (timeout, cancel) is reported with 137 and the output captured until then.
+//! - One timeout for the whole job. Timeout and cancel kill the job's whole process
+//!   tree; a cancel ends the job within a second.
+//! - stdout and stderr of an iteration share `max_output_size`; past it, output is
+//!   read and dropped, and the text ends with a `[bencher: output truncated …]` line.
+//!   Both are decoded as UTF-8 lossily.
+//! - Output files (`file_paths`, at most `max_file_count`) are read after each
+//!   iteration, inside the job's root (absolute symlinks and `..` cannot leave it, at
+//!   most `max_symlinks` links are followed). Each must be UTF-8 text of at most
+//!   `max_output_size` bytes: binary or oversized files fail the job with an error
+//!   saying so, rather than reach the server mangled. A file missing after a zero exit
+//!   fails the job; after a non-zero exit it is left out.
+//! - Every outcome is a value; the executor has no error type.
+
+mod capture;
+mod host;
+mod plan;
+mod rootfs;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bencher_oci::config::ImageConfig;
+use bencher_types::protocol::{IterationResult, JobConfig};
+use tokio_util::sync::CancellationToken;
+
+pub use plan::PlanError;
+
+/// Where a job runs. A closed set: every sandbox the runner supports is a variant, so
+/// every place that must treat them differently is found by the compiler. Firecracker,
+/// QEMU, gVisor and container sandboxes are added as variants when they exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Sandbox {
+    /// On the host, chrooted into the image in private mount and PID namespaces. Only
+    /// for trusted jobs: the agent runs it only with `--danger-allow-no-sandbox`.
+    None,
+}
+
+/// A Spec names a sandbox this runner cannot provide (yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "sandbox `{0}` is not available yet in this runner; only Specs without a sandbox can run here (with --danger-allow-no-sandbox)"
+)]
+pub struct UnavailableSandbox(pub bencher_types::Sandbox);
+
+impl Sandbox {
+    /// The sandbox for a Spec's `sandbox` field: no sandbox is [`Sandbox::None`].
+    pub fn from_spec(spec: Option<bencher_types::Sandbox>) -> Result<Sandbox, UnavailableSandbox> {
+        match spec {
+            None => Ok(Sandbox::None),
+            Some(sandbox) => Err(UnavailableSandbox(sandbox)),
+        }
+    }
+
+    /// Whether jobs run directly on the host, which the operator must allow with
+    /// `--danger-allow-no-sandbox`.
+    pub fn runs_on_host(self) -> bool {
+        match self {
+            Sandbox::None => true,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sandbox::None => "none",
+        }
+    }
+}
+
+impl fmt::Display for Sandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What [`check`] found the host can do with a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capability {
+    pub sandbox: Sandbox,
+    /// One line for the log: what jobs get.
+    pub detail: String,
+    /// Whether the Spec's CPU, memory and disk are enforced on the job.
+    pub enforces_resources: bool,
+    /// Whether a Spec without network keeps the job off the network.
+    pub isolates_network: bool,
+}
+
+/// Per-iteration output caps, from `runner up`/`runner run` flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLimits {
+    /// stdout and stderr bytes together per iteration; also the largest output file.
+    pub max_output_size: u64,
+    /// The most output files a job may ask for.
+    pub max_file_count: u32,
+    /// The most symlinks followed resolving one path inside the job's root
+    /// (the kernel's own limit is 40).
+    pub max_symlinks: u32,
+}
+
+impl OutputLimits {
+    pub const DEFAULT_MAX_OUTPUT_SIZE: u64 = 25 << 20;
+    pub const DEFAULT_MAX_FILE_COUNT: u32 = 255;
+    pub const DEFAULT_MAX_SYMLINKS: u32 = 40;
+}
+
+impl Default for OutputLimits {
+    fn default() -> Self {
+        Self {
+            max_output_size: Self::DEFAULT_MAX_OUTPUT_SIZE,
+            max_file_count: Self::DEFAULT_MAX_FILE_COUNT,
+            max_symlinks: Self::DEFAULT_MAX_SYMLINKS,
+        }
+    }
+}
+
+/// One job to execute.
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    /// The image's root filesystem (`ImageCache::rootfs`). Shared and cached: the
+    /// executor never modifies it.
+    pub rootfs: PathBuf,
+    /// The image's config: default entrypoint, cmd, env, working dir, user.
+    pub image: ImageConfig,
+    pub config: JobConfig,
+    pub limits: OutputLimits,
+    /// After the benchmark exits, how long processes it left behind may keep running
+    /// (and writing output files) before they are killed and the output collected.
+    pub grace_period: Duration,
+}
+
+/// How a job ended: every variant carries the iterations' results so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutcome {
+    /// Every iteration ran; each exited 0, or `allow_failure` was set.
+    Completed { results: Vec<IterationResult> },
+    /// The job could not start, an iteration exited non-zero without
+    /// `allow_failure`, or output files could not be collected.
+    Failed {
+        results: Vec<IterationResult>,
+        error: String,
+    },
+    /// The cancel token fired; the job's processes are gone.
+    Canceled { results: Vec<IterationResult> },
+    /// The job's timeout passed; the job's processes are gone.
+    TimedOut { results: Vec<IterationResult> },
+}
+
+impl ExecOutcome {
+    pub fn results(&self) -> &[IterationResult] {
+        match self {
+            ExecOutcome::Completed { results }
+            | ExecOutcome::Failed { results, .. }
+            | ExecOutcome::Canceled { results }
+            | ExecOutcome::TimedOut { results } => results,
+        }
+    }
+
+    pub fn into_results(self) -> Vec<IterationResult> {
+        match self {
+            ExecOutcome::Completed { results }
+            | ExecOutcome::Failed { results, .. }
+            | ExecOutcome::Canceled { results }
+            | ExecOutcome::TimedOut { results } => results,
+        }
+    }
+
+    pub fn is_completed(&self) -> bool {
+        matches!(self, ExecOutcome::Completed { .. })
+    }
+
+    /// `completed`, `failed`, `canceled` or `timed_out`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ExecOutcome::Completed { .. } => "completed",
+            ExecOutcome::Failed { .. } => "failed",
+            ExecOutcome::Canceled { .. } => "canceled",
+            ExecOutcome::TimedOut { .. } => "timed_out",
+        }
+    }
+}
+
+/// Runs the job in `sandbox`. Never fails: whatever happens is an [`ExecOutcome`].
+/// Call [`check`] first; on a host that cannot run the sandbox this returns `Failed`.
+pub async fn execute(
+    sandbox: Sandbox,
+    request: ExecRequest,
+    cancel: CancellationToken,
+) -> ExecOutcome {
+    match sandbox {
+        Sandbox::None => host::execute(request, cancel).await,
+    }
+}
+
+/// Whether this host can run jobs in `sandbox`, by trying what a job needs (for `none`:
+/// root, overlayfs, mount and PID namespaces). `Err` says why not, for the agent's log;
+/// the agent then refuses Specs with this sandbox. Blocking: a few syscalls and a
+/// short-lived thread.
+pub fn check(sandbox: Sandbox) -> Result<Capability, String> {
+    match sandbox {
+        Sandbox::None => host::check(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandboxes_from_specs() {
+        assert_eq!(Sandbox::from_spec(None), Ok(Sandbox::None));
+        assert!(Sandbox::None.runs_on_host());
+        assert_eq!(Sandbox::None.to_string(), "none");
+        for sandbox in bencher_types::Sandbox::ALL {
+            let error = Sandbox::from_spec(Some(*sandbox)).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains(&format!("sandbox `{sandbox}` is not available yet")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn default_limits_match_the_runner_flags() {
+        let limits = OutputLimits::default();
+        assert_eq!(limits.max_output_size, 25 * 1024 * 1024);
+        assert_eq!(limits.max_file_count, 255);
+        assert_eq!(limits.max_symlinks, 40);
+    }
+}

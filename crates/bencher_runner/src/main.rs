@@ -1,0 +1,103 @@
+//! `runner`: the Bencher runner binary. Thin: parses the command line, sets up logging,
+//! forwards SIGTERM/SIGINT to the agent, and turns how it stopped into an exit code.
+//! IO: stderr (logs, errors), signals; everything else is in the library.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use bencher_runner::agent::{self, Exit};
+use bencher_runner::cli::{Cli, Command, UpArgs};
+use bencher_runner::run_local;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_checked();
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => up(*args).await,
+            // It handles its own signals: one cancels the job.
+            Command::Run(args) => run_local::run(*args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    // Installed before anything else, so a signal while starting up drains instead of
+    // killing the process.
+    let signals = forward_signals().context("cannot install the signal handlers")?;
+    match agent::up(args, signals).await? {
+        Exit::Drained => {
+            tracing::info!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Exit::Unauthorized => {
+            eprintln!(
+                "error: the server refused the runner key (HTTP 401): the key is wrong or was \
+                 rotated, or the runner was archived. Check --runner and --key \
+                 (BENCHER_RUNNER, BENCHER_RUNNER_KEY)."
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Signals closer together than this are one: `timeout`, a shell or a service manager
+/// may deliver the same stop to the process and to its group, and a second signal
+/// means "cancel the job now".
+const SIGNAL_DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// One `()` per SIGTERM or SIGINT, for as long as the agent listens.
+fn forward_signals() -> std::io::Result<mpsc::UnboundedReceiver<()>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut last: Option<Instant> = None;
+        loop {
+            let name = tokio::select! {
+                Some(()) = term.recv() => "SIGTERM",
+                Some(()) = int.recv() => "SIGINT",
+                else => return,
+            };
+            if last.is_some_and(|at| at.elapsed() < SIGNAL_DEBOUNCE) {
+                tracing::debug!(signal = name, "the same stop delivered twice; ignored");
+                continue;
+            }
+            last = Some(Instant::now());
+            tracing::info!(signal = name, "signal received");
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_env("BENCHER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

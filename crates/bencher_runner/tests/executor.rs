@@ -1,0 +1,1121 @@
+//! The job executor with sandbox `none` and `runner run`, with real processes, real
+//! namespaces, a real overlay and chroot. The image's root filesystem is built here
+//! from the host's own binaries (dash, coreutils) and the shared libraries `ldd` lists,
+//! so no network or package is needed. IO: a root filesystem and scratch directories
+//! under the target's temp dir, the jobs' processes, `/proc` to look for leftovers.
+//!
+//! Needs root. Not root: each test prints why it is skipped, and under `CI` fails.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bencher_oci::config::ImageConfig;
+use bencher_runner::executor::{self, ExecOutcome, ExecRequest, OutputLimits, Sandbox};
+use bencher_types::protocol::{IterationResult, JobConfig};
+use tokio_util::sync::CancellationToken;
+
+// ---------------------------------------------------------------------------------
+// The test image.
+
+/// Host programs copied into the test root filesystem, by their name there.
+const PROGRAMS: &[&str] = &[
+    "sh", "sleep", "cat", "env", "id", "head", "ls", "ln", "rm", "mkdir", "echo", "pwd",
+];
+
+/// The base root filesystem, built once per test binary and shared, read-only, by every
+/// test, as the image cache shares one tree between jobs.
+fn rootfs() -> &'static Path {
+    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
+    ROOTFS.get_or_init(|| {
+        // Named by this process's id, so the next run can delete what earlier runs
+        // left (a static is never dropped).
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        for entry in fs::read_dir(base).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("executor-rootfs-")
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+        let root = base
+            .join(format!("executor-rootfs-{}", std::process::id()))
+            .join("root");
+        build_rootfs(&root);
+        root
+    })
+}
+
+fn build_rootfs(root: &Path) {
+    // 0700 around the root: images carry setuid files; no other host user may reach them.
+    fs::create_dir_all(root.parent().unwrap()).unwrap();
+    fs::set_permissions(root.parent().unwrap(), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::create_dir_all(root.join("home/bench")).unwrap();
+    fs::set_permissions(root, fs::Permissions::from_mode(0o755)).unwrap();
+    for program in PROGRAMS {
+        let host = which(program);
+        copy_with_libraries(&host, &root.join("bin").join(program), root);
+    }
+    // Copies of sleep under names unique to this test run and test, to find their
+    // processes in the host's /proc.
+    for tag in MARKERS {
+        fs::copy(root.join("bin/sleep"), root.join("bin").join(marker(tag))).unwrap();
+    }
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nbench:x:1234:2345:Bench:/home/bench:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("etc/group"),
+        "root:x:0:\nbench:x:2345:\nextra:x:3456:bench\n",
+    )
+    .unwrap();
+    fs::write(root.join("etc/image-file"), "from the image\n").unwrap();
+    std::os::unix::fs::chown(root.join("home/bench"), Some(1234), Some(2345)).unwrap();
+}
+
+fn which(program: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
+        let path = Path::new(dir).join(program);
+        if path.exists() {
+            return path.canonicalize().unwrap();
+        }
+    }
+    panic!("{program} is not installed on this host");
+}
+
+/// Copies `binary` to `dest`, and every library `ldd` lists to the same path in `root`.
+fn copy_with_libraries(binary: &Path, dest: &Path, root: &Path) {
+    fs::copy(binary, dest).unwrap();
+    let ldd = Command::new("ldd").arg(binary).output().expect("ldd");
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = line
+            .split_whitespace()
+            .find(|word| word.starts_with('/'))
+            .map(PathBuf::from);
+        let Some(library) = path else { continue };
+        let target = root.join(library.strip_prefix("/").unwrap());
+        if target.exists() {
+            continue;
+        }
+        fs::create_dir_all(target.parent().unwrap()).unwrap();
+        fs::copy(&library, &target).unwrap();
+    }
+}
+
+/// The tests that look for leftover processes, each with its own marker.
+const MARKERS: &[&str] = &["timeout", "leftover", "cancel", "runner"];
+
+/// A name unique to this test process and `tag`, for processes to look for.
+fn marker(tag: &str) -> String {
+    format!("bencher-marker-{}-{tag}", std::process::id())
+}
+
+/// Every file, directory and link of a tree with its metadata and content digest, to
+/// compare before and after.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).unwrap();
+        let detail = if meta.is_dir() {
+            for entry in fs::read_dir(&path).unwrap() {
+                stack.push(entry.unwrap().path());
+            }
+            String::new()
+        } else if meta.file_type().is_symlink() {
+            fs::read_link(&path).unwrap().display().to_string()
+        } else {
+            let bytes = fs::read(&path).unwrap();
+            format!(
+                "{} {}",
+                bytes.len(),
+                bencher_oci::digest::Digest::sha256_of(&bytes)
+            )
+        };
+        out.insert(
+            path.strip_prefix(root).unwrap().to_owned(),
+            format!(
+                "{:o} {}:{} {} {detail}",
+                meta.mode(),
+                meta.uid(),
+                meta.gid(),
+                meta.mtime()
+            ),
+        );
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------
+// Running jobs.
+
+/// Whether the test can run; prints why not. Under CI not being root is a failure.
+fn privileged() -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "the executor tests need root (namespaces, mounts, chroot), and CI must run them"
+    );
+    eprintln!("SKIPPED: the executor tests need root (namespaces, mounts, chroot)");
+    false
+}
+
+fn image(config: serde_json::Value) -> ImageConfig {
+    let json = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": []},
+    });
+    ImageConfig::parse(&serde_json::to_vec(&json).unwrap()).unwrap()
+}
+
+fn job(cmd: &[&str]) -> JobConfig {
+    let mut config: JobConfig = serde_json::from_value(serde_json::json!({
+        "registry": "http://localhost:6610",
+        "project": "00000000-0000-4000-8000-000000000000",
+        "digest": format!("sha256:{}", "a".repeat(64)),
+        "timeout": 60,
+    }))
+    .unwrap();
+    config.cmd = Some(cmd.iter().map(|s| (*s).to_owned()).collect());
+    config
+}
+
+/// `sh -c SCRIPT` as the job's command.
+fn shell(script: &str) -> JobConfig {
+    job(&["/bin/sh", "-c", script])
+}
+
+fn request(config: JobConfig) -> ExecRequest {
+    request_with(image(serde_json::json!({"Env": ["PATH=/bin"]})), config)
+}
+
+fn request_with(image: ImageConfig, config: JobConfig) -> ExecRequest {
+    ExecRequest {
+        rootfs: rootfs().to_owned(),
+        image,
+        config,
+        limits: OutputLimits::default(),
+        grace_period: Duration::from_millis(200),
+    }
+}
+
+async fn run(request: ExecRequest) -> ExecOutcome {
+    executor::execute(Sandbox::None, request, CancellationToken::new()).await
+}
+
+fn completed(outcome: ExecOutcome) -> Vec<IterationResult> {
+    match outcome {
+        ExecOutcome::Completed { results } => results,
+        other => panic!("expected completed, got {other:#?}"),
+    }
+}
+
+fn only(outcome: ExecOutcome) -> IterationResult {
+    let mut results = completed(outcome);
+    assert_eq!(results.len(), 1, "{results:#?}");
+    results.remove(0)
+}
+
+fn stdout(result: &IterationResult) -> &str {
+    result.stdout.as_deref().unwrap_or_default()
+}
+
+fn stderr(result: &IterationResult) -> &str {
+    result.stderr.as_deref().unwrap_or_default()
+}
+
+/// Host processes whose command line contains the marker of `tag`.
+fn marked_processes(tag: &str) -> Vec<String> {
+    let marker = marker(tag);
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmdline) = fs::read(entry.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(&marker)
+        {
+            found.push(format!(
+                "{}: {}",
+                name.to_string_lossy(),
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            ));
+        }
+    }
+    found
+}
+
+// ---------------------------------------------------------------------------------
+// Tests.
+
+#[tokio::test]
+async fn captures_stdout_stderr_and_exit_codes() {
+    if !privileged() {
+        return;
+    }
+    let result = only(run(request(shell("echo out; echo err >&2"))).await);
+    assert_eq!(result.exit_code, 0);
+    assert_eq!(stdout(&result), "out\n");
+    assert_eq!(stderr(&result), "err\n");
+    assert_eq!(result.output, None);
+
+    let outcome = run(request(shell("echo partial; exit 3"))).await;
+    let ExecOutcome::Failed { results, error } = outcome else {
+        panic!("expected failed: {outcome:#?}");
+    };
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].exit_code, 3);
+    assert_eq!(stdout(&results[0]), "partial\n");
+    assert!(error.contains("exited with code 3"), "{error}");
+}
+
+#[tokio::test]
+async fn check_reports_what_sandbox_none_gives() {
+    if !privileged() {
+        return;
+    }
+    let capability = executor::check(Sandbox::None).expect("this host runs sandbox none");
+    assert_eq!(capability.sandbox, Sandbox::None);
+    assert!(!capability.enforces_resources);
+    assert!(!capability.isolates_network);
+}
+
+#[tokio::test]
+async fn death_by_signal_is_128_plus_n() {
+    if !privileged() {
+        return;
+    }
+    for (signal, code) in [("SEGV", 139), ("KILL", 137), ("TERM", 143)] {
+        let mut config = shell(&format!("echo before; kill -{signal} $$; echo after"));
+        config.allow_failure = Some(true);
+        let result = only(run(request(config)).await);
+        assert_eq!(result.exit_code, code, "SIG{signal}: {result:?}");
+        assert_eq!(stdout(&result), "before\n");
+    }
+}
+
+#[tokio::test]
+async fn iterations_and_allow_failure() {
+    if !privileged() {
+        return;
+    }
+    let mut config = shell("echo run");
+    config.iter = Some(3);
+    let results = completed(run(request(config)).await);
+    assert_eq!(results.len(), 3);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.exit_code == 0 && stdout(r) == "run\n")
+    );
+
+    // A failure stops the job after that iteration.
+    let mut config = shell("echo run; exit 1");
+    config.iter = Some(3);
+    let outcome = run(request(config.clone())).await;
+    let ExecOutcome::Failed { results, error } = outcome else {
+        panic!("expected failed: {outcome:#?}");
+    };
+    assert_eq!(results.len(), 1);
+    assert!(error.starts_with("iteration 1 of 3:"), "{error}");
+
+    // Allowed, every iteration runs and the job completes.
+    config.allow_failure = Some(true);
+    let results = completed(run(request(config)).await);
+    assert_eq!(results.len(), 3);
+    assert!(results.iter().all(|r| r.exit_code == 1));
+
+    // Every iteration starts from the image as it was.
+    let mut config = shell("cat /left-behind 2>/dev/null || echo clean; echo x > /left-behind");
+    config.iter = Some(2);
+    let results = completed(run(request(config)).await);
+    assert!(
+        results.iter().all(|r| stdout(r) == "clean\n"),
+        "{results:#?}"
+    );
+}
+
+#[tokio::test]
+async fn entrypoint_and_cmd_follow_dockers_rule() {
+    if !privileged() {
+        return;
+    }
+    let img = || {
+        image(serde_json::json!({
+            "Env": ["PATH=/bin"],
+            "Entrypoint": ["/bin/echo", "entry"],
+            "Cmd": ["default"],
+        }))
+    };
+    let mut config = job(&[]);
+    config.cmd = None;
+    assert_eq!(
+        stdout(&only(run(request_with(img(), config.clone())).await)),
+        "entry default\n"
+    );
+    config.cmd = Some(vec!["given".into()]);
+    assert_eq!(
+        stdout(&only(run(request_with(img(), config.clone())).await)),
+        "entry given\n"
+    );
+    // A new entrypoint drops the image's cmd.
+    config.entrypoint = Some(vec!["echo".into(), "new".into()]);
+    config.cmd = None;
+    assert_eq!(
+        stdout(&only(run(request_with(img(), config.clone())).await)),
+        "new\n"
+    );
+    config.cmd = Some(vec!["and".into(), "cmd".into()]);
+    assert_eq!(
+        stdout(&only(run(request_with(img(), config)).await)),
+        "new and cmd\n"
+    );
+
+    // A bare name is looked up in the image's PATH, inside the image.
+    let outcome = run(request(job(&["no-such-program"]))).await;
+    let ExecOutcome::Failed { results, error } = outcome else {
+        panic!("expected failed: {outcome:#?}");
+    };
+    assert!(results.is_empty());
+    assert!(
+        error.contains("`no-such-program`: not found in the image's PATH (/bin)"),
+        "{error}"
+    );
+    let outcome = run(request(job(&["/usr/bin/env"]))).await;
+    let ExecOutcome::Failed { error, .. } = outcome else {
+        panic!("the host's /usr/bin/env is not the image's: {outcome:#?}");
+    };
+    assert!(error.contains("does not exist in the image"), "{error}");
+    // Nothing to run at all.
+    let mut config = job(&[]);
+    config.cmd = None;
+    let outcome = run(request(config)).await;
+    assert!(
+        matches!(&outcome, ExecOutcome::Failed { error, .. } if error.contains("nothing to run")),
+        "{outcome:#?}"
+    );
+}
+
+#[tokio::test]
+async fn environment_is_the_images_then_the_jobs() {
+    if !privileged() {
+        return;
+    }
+    let img = image(serde_json::json!({"Env": ["A=1", "B=2", "PATH=/bin"]}));
+    let mut config = job(&["env"]);
+    config.env = Some(BTreeMap::from([
+        ("B".to_owned(), "3".to_owned()),
+        ("C".to_owned(), "x=y".to_owned()),
+    ]));
+    let result = only(run(request_with(img, config)).await);
+    let mut lines: Vec<&str> = stdout(&result).lines().collect();
+    lines.sort_unstable();
+    // Nothing of the runner's environment leaks in.
+    assert_eq!(lines, ["A=1", "B=3", "C=x=y", "HOME=/root", "PATH=/bin"]);
+
+    // Without a PATH in the image, Docker's default.
+    let result = only(
+        run(request_with(
+            image(serde_json::json!({})),
+            job(&["/bin/env"]),
+        ))
+        .await,
+    );
+    assert!(
+        stdout(&result)
+            .contains("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn working_directory_is_the_images() {
+    if !privileged() {
+        return;
+    }
+    let img = image(serde_json::json!({"Env": ["PATH=/bin"], "WorkingDir": "/work/dir"}));
+    let mut config = shell("pwd; echo relative > rel.txt");
+    config.file_paths = Some(vec!["rel.txt".into(), "/work/dir/rel.txt".into()]);
+    let result = only(run(request_with(img, config)).await);
+    assert_eq!(stdout(&result), "/work/dir\n");
+    let output = result.output.expect("output files");
+    assert_eq!(output["rel.txt"], "relative\n");
+    assert_eq!(output["/work/dir/rel.txt"], "relative\n");
+}
+
+#[tokio::test]
+async fn runs_as_the_images_user() {
+    if !privileged() {
+        return;
+    }
+    let as_user = |user: &str| image(serde_json::json!({"Env": ["PATH=/bin"], "User": user}));
+    let script = shell(
+        "id -u; id -g; id -G; echo $HOME; echo > /tmp/ok && echo tmp-writable; \
+         echo x > /etc/nope || echo root-only; \
+         cat /proc/1/environ > /dev/null 2>&1 || echo init-environ-denied",
+    );
+    let result = only(run(request_with(as_user("bench"), script.clone())).await);
+    assert_eq!(
+        stdout(&result),
+        "1234\n2345\n2345 3456\n/home/bench\ntmp-writable\nroot-only\ninit-environ-denied\n",
+        "{result:?}"
+    );
+    let result = only(run(request_with(as_user("4242:77"), script.clone())).await);
+    assert_eq!(
+        stdout(&result),
+        "4242\n77\n77\n/\ntmp-writable\nroot-only\ninit-environ-denied\n",
+        "{result:?}"
+    );
+    let result = only(run(request_with(as_user(""), shell("id -u; id -G; echo $HOME"))).await);
+    assert_eq!(stdout(&result), "0\n0\n/root\n");
+
+    let outcome = run(request_with(as_user("nobody"), script)).await;
+    let ExecOutcome::Failed { results, error } = outcome else {
+        panic!("expected failed: {outcome:#?}");
+    };
+    assert!(results.is_empty());
+    assert_eq!(
+        error,
+        "the image's user `nobody` is not in the image's /etc/passwd"
+    );
+}
+
+#[tokio::test]
+async fn the_chroot_and_namespaces_isolate_the_job() {
+    if !privileged() {
+        return;
+    }
+    // A file on the host, outside the image's root.
+    let host = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let sentinel = host.path().join("sentinel");
+    fs::write(&sentinel, "HOST").unwrap();
+    let script = format!(
+        "cat {} || echo no-host-file; ls /; echo pid $$; ls /proc | grep -c '^[0-9]'; ls /dev; \
+         echo > /dev/null && echo dev-null; cat /proc/sys/kernel/hostname > /dev/null && \
+         (echo x > /proc/sys/kernel/hostname 2>/dev/null || echo proc-sys-read-only)",
+        sentinel.display()
+    );
+    let result = only(run(request(shell(&script))).await);
+    let out = stdout(&result);
+    assert!(out.starts_with("no-host-file\n"), "{out}");
+    assert!(!out.contains("HOST"), "{out}");
+    // The image's own root, with the mount points the job gets.
+    assert!(
+        out.contains("\nbin\ndev\netc\nhome\nlib\nlib64\nproc\nsys\ntmp\n"),
+        "{out}"
+    );
+    // Its own PID namespace: init is 1, the benchmark 2, and (with ls and grep) few more.
+    assert!(out.contains("\npid 2\n"), "{out}");
+    let dev = "fd\nfull\nnull\nrandom\nshm\nstderr\nstdin\nstdout\ntty\nurandom\nzero\n";
+    assert!(out.contains(dev), "{out}");
+    assert!(out.ends_with("dev-null\nproc-sys-read-only\n"), "{out}");
+    // Nothing the job mounted is visible on the host.
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("bencher-job-"), "{mounts}");
+}
+
+#[tokio::test]
+async fn the_shared_root_filesystem_is_never_modified() {
+    if !privileged() {
+        return;
+    }
+    let before = snapshot(rootfs());
+    let script = "echo new > /new-file; echo more >> /etc/passwd; rm /etc/image-file; \
+                  rm -r /home; mkdir -p /a/b; ln -s /etc /a/link; chmod 700 /bin 2>/dev/null; \
+                  echo done";
+    let result = only(run(request(shell(script))).await);
+    assert_eq!(stdout(&result), "done\n", "{result:?}");
+    assert_eq!(snapshot(rootfs()), before);
+}
+
+#[tokio::test]
+async fn output_files_are_collected_inside_the_root() {
+    if !privileged() {
+        return;
+    }
+    let host = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let sentinel = host.path().join("sentinel");
+    fs::write(&sentinel, "HOST").unwrap();
+    let sentinel = sentinel.display().to_string();
+    let deep = "../".repeat(20);
+    let script = format!(
+        "mkdir -p /out && echo '{{\"ok\":true}}' > /out/results.json && echo tmp > /tmp/t.txt && \
+         ln -s {sentinel} /out/abs && ln -s {deep}{sentinel} /out/rel && \
+         ln -s /out/loop /out/loop && ln -s results.json /out/link"
+    );
+    let mut config = shell(&script);
+    config.file_paths = Some(vec![
+        "/out/results.json".into(),
+        "/tmp/t.txt".into(),
+        "/out/link".into(),
+    ]);
+    let output = only(run(request(config.clone())).await).output.unwrap();
+    assert_eq!(output["/out/results.json"], "{\"ok\":true}\n");
+    assert_eq!(output["/tmp/t.txt"], "tmp\n");
+    assert_eq!(output["/out/link"], "{\"ok\":true}\n");
+
+    // Links to the host's file resolve inside the root, where it does not exist.
+    for link in ["/out/abs", "/out/rel"] {
+        config.file_paths = Some(vec![link.into()]);
+        let outcome = run(request(config.clone())).await;
+        let ExecOutcome::Failed { results, error } = outcome else {
+            panic!("expected failed: {outcome:#?}");
+        };
+        assert_eq!(
+            error,
+            format!("iteration 1 of 1: output file `{link}` does not exist")
+        );
+        assert!(results[0].output.is_none());
+    }
+    // Once that path exists inside the root, that is what is read, never the host's.
+    let mirror = format!(
+        "mkdir -p {} && echo INSIDE > {sentinel} && {script}",
+        host.path().display()
+    );
+    let mut mirrored = shell(&mirror);
+    mirrored.file_paths = Some(vec!["/out/abs".into(), "/out/rel".into()]);
+    let output = only(run(request(mirrored)).await).output.unwrap();
+    assert_eq!(output["/out/abs"], "INSIDE\n");
+    assert_eq!(output["/out/rel"], "INSIDE\n");
+
+    // A loop, or more links than allowed.
+    config.file_paths = Some(vec!["/out/loop".into()]);
+    let outcome = run(request(config.clone())).await;
+    assert!(
+        matches!(&outcome, ExecOutcome::Failed { error, .. } if error.contains("more than 40 symbolic links")),
+        "{outcome:#?}"
+    );
+    config.file_paths = Some(vec!["/out/link".into()]);
+    let mut strict = request(config.clone());
+    strict.limits.max_symlinks = 0;
+    let outcome = run(strict).await;
+    assert!(
+        matches!(&outcome, ExecOutcome::Failed { error, .. } if error.contains("more than 0 symbolic links")),
+        "{outcome:#?}"
+    );
+
+    // Binary and oversized files are refused, a missing one too after a success but
+    // not after a failure.
+    let mut binary = shell("printf '\\377\\376' > /bin.dat");
+    binary.file_paths = Some(vec!["/bin.dat".into()]);
+    let outcome = run(request(binary)).await;
+    assert!(
+        matches!(&outcome, ExecOutcome::Failed { error, .. } if error.contains("not UTF-8")),
+        "{outcome:#?}"
+    );
+    let mut big = shell("head -c 2000 /dev/zero > /big");
+    big.file_paths = Some(vec!["/big".into()]);
+    let mut small = request(big);
+    small.limits.max_output_size = 1000;
+    let outcome = run(small).await;
+    assert!(
+        matches!(&outcome, ExecOutcome::Failed { error, .. } if error.contains("larger than 1000 bytes")),
+        "{outcome:#?}"
+    );
+    let mut missing = shell("exit 0");
+    missing.file_paths = Some(vec!["/missing".into()]);
+    let outcome = run(request(missing.clone())).await;
+    assert!(
+        matches!(&outcome, ExecOutcome::Failed { error, .. } if error.contains("`/missing` does not exist")),
+        "{outcome:#?}"
+    );
+    missing.cmd = Some(vec!["/bin/sh".into(), "-c".into(), "exit 2".into()]);
+    missing.allow_failure = Some(true);
+    let result = only(run(request(missing)).await);
+    assert_eq!(result.exit_code, 2);
+    assert_eq!(result.output, Some(BTreeMap::new()));
+}
+
+#[tokio::test]
+async fn output_files_are_capped_by_count_before_anything_runs() {
+    if !privileged() {
+        return;
+    }
+    let mut config = shell("echo ran");
+    config.file_paths = Some(vec!["/a".into(), "/b".into(), "/c".into()]);
+    let mut request = request(config);
+    request.limits.max_file_count = 2;
+    let outcome = run(request).await;
+    let ExecOutcome::Failed { results, error } = outcome else {
+        panic!("expected failed: {outcome:#?}");
+    };
+    assert!(results.is_empty());
+    assert_eq!(
+        error,
+        "the job asks for 3 output files; this runner collects at most 2 (--max-file-count)"
+    );
+}
+
+#[tokio::test]
+async fn output_is_truncated_with_a_marker_and_never_blocks() {
+    if !privileged() {
+        return;
+    }
+    // 50 MiB on stdout, then a line on stderr once the shared budget is spent.
+    let result = only(
+        run(request(shell(
+            "head -c 52428800 /dev/zero; echo late >&2; echo done",
+        )))
+        .await,
+    );
+    assert_eq!(result.exit_code, 0);
+    let out = stdout(&result);
+    let limit = 25 << 20;
+    assert!(out.as_bytes()[..limit].iter().all(|b| *b == 0));
+    let marker = &out[limit..];
+    assert_eq!(
+        marker,
+        format!(
+            "\n[bencher: output truncated after {limit} bytes; {} more bytes discarded \
+             (stdout and stderr share a limit of {limit} bytes per iteration)]\n",
+            (50 << 20) - limit + "done\n".len()
+        )
+    );
+    assert!(
+        stderr(&result).starts_with("\n[bencher: output truncated after 0 bytes; 5 more"),
+        "{}",
+        stderr(&result)
+    );
+}
+
+#[tokio::test]
+async fn a_timeout_kills_the_whole_process_tree() {
+    if !privileged() {
+        return;
+    }
+    let sleeper = marker("timeout");
+    // A background sleeper, one in a new session (a daemon), and one in the foreground.
+    let mut config = shell(&format!(
+        "echo started; {sleeper} 1000 & (cd / && exec {sleeper} 1001 </dev/null >/dev/null 2>&1 &) ; {sleeper} 1002"
+    ));
+    config.timeout = 2;
+    let task = tokio::spawn(run(request(config)));
+    // The sleepers are seen from the host while they run (so the check below can see
+    // them), then the timeout hits.
+    let seen = wait_for(|| marked_processes("timeout").len() >= 3).await;
+    assert!(seen, "the job's sleepers never showed up in /proc");
+    let outcome = task.await.unwrap();
+    let ExecOutcome::TimedOut { results } = outcome else {
+        panic!("expected timed out: {outcome:#?}");
+    };
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].exit_code, 137);
+    assert_eq!(stdout(&results[0]), "started\n");
+    assert_eq!(marked_processes("timeout"), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn leftovers_get_the_grace_period_then_die() {
+    if !privileged() {
+        return;
+    }
+    let sleeper = marker("leftover");
+    // The benchmark exits at once; a background writer finishes within the grace
+    // period, a background sleeper does not.
+    let mut config = shell(&format!(
+        "mkdir /out; (sleep 0.2; echo late > /out/late) & {sleeper} 1000 & echo done"
+    ));
+    config.file_paths = Some(vec!["/out/late".into()]);
+    let mut request = request(config);
+    request.grace_period = Duration::from_secs(2);
+    let result = only(run(request).await);
+    assert_eq!(stdout(&result), "done\n");
+    assert_eq!(result.output.unwrap()["/out/late"], "late\n");
+    assert_eq!(marked_processes("leftover"), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_cancel_stops_the_job_within_a_second() {
+    if !privileged() {
+        return;
+    }
+    let sleeper = marker("cancel");
+    let cancel = CancellationToken::new();
+    let mut config = shell(&format!("echo started; {sleeper} 1000 & {sleeper} 1001"));
+    config.iter = Some(3);
+    let task = tokio::spawn(executor::execute(
+        Sandbox::None,
+        request(config),
+        cancel.clone(),
+    ));
+    assert!(wait_for(|| marked_processes("cancel").len() >= 2).await);
+    let canceled_at = Instant::now();
+    cancel.cancel();
+    let outcome = task.await.unwrap();
+    let took = canceled_at.elapsed();
+    println!("cancel took {took:?}");
+    let ExecOutcome::Canceled { results } = outcome else {
+        panic!("expected canceled: {outcome:#?}");
+    };
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].exit_code, 137);
+    assert_eq!(stdout(&results[0]), "started\n");
+    assert_eq!(marked_processes("cancel"), Vec::<String>::new());
+    // The contract, with a wide margin over the milliseconds it takes.
+    assert!(took < Duration::from_secs(1), "cancel took {took:?}");
+}
+
+/// Polls `condition` for up to ten seconds.
+async fn wait_for(condition: impl Fn() -> bool) -> bool {
+    for _ in 0..1000 {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+// ---------------------------------------------------------------------------------
+// `runner run`.
+
+/// The test root filesystem as an OCI image: one uncompressed layer, its config, its
+/// manifest.
+struct OciImage {
+    layer: Vec<u8>,
+    config: Vec<u8>,
+    manifest: Vec<u8>,
+}
+
+fn oci_image(run_config: serde_json::Value) -> OciImage {
+    use bencher_oci::digest::Digest;
+    use bencher_oci::manifest::{OCI_IMAGE_CONFIG, OCI_IMAGE_MANIFEST, OCI_LAYER_TAR};
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    builder.append_dir_all(".", rootfs()).unwrap();
+    let layer = builder.into_inner().unwrap();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": bencher_oci::platform::Platform::host().architecture,
+        "os": "linux",
+        "config": run_config,
+        "rootfs": {"type": "layers", "diff_ids": [Digest::sha256_of(&layer).to_string()]},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_IMAGE_MANIFEST,
+        "config": {
+            "mediaType": OCI_IMAGE_CONFIG,
+            "digest": Digest::sha256_of(&config).to_string(),
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": OCI_LAYER_TAR,
+            "digest": Digest::sha256_of(&layer).to_string(),
+            "size": layer.len(),
+        }],
+    }))
+    .unwrap();
+    OciImage {
+        layer,
+        config,
+        manifest,
+    }
+}
+
+impl OciImage {
+    /// Writes an OCI image layout directory.
+    fn write_layout(&self, dir: &Path) {
+        use bencher_oci::digest::Digest;
+        use bencher_oci::manifest::OCI_IMAGE_MANIFEST;
+        let blobs = dir.join("blobs/sha256");
+        fs::create_dir_all(&blobs).unwrap();
+        for blob in [&self.layer, &self.config, &self.manifest] {
+            fs::write(blobs.join(Digest::sha256_of(blob).hex()), blob).unwrap();
+        }
+        fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": OCI_IMAGE_MANIFEST,
+                "digest": Digest::sha256_of(&self.manifest).to_string(),
+                "size": self.manifest.len(),
+                "annotations": {"org.opencontainers.image.ref.name": "v1"},
+            }],
+        });
+        fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    }
+}
+
+fn run_args(args: &[&str]) -> bencher_runner::run_local::RunArgs {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: bencher_runner::run_local::RunArgs,
+    }
+    let mut argv = vec!["runner-run"];
+    argv.extend_from_slice(args);
+    Cli::try_parse_from(argv).unwrap().args
+}
+
+/// `runner run` through its handler, with `--format json`: the exit code and the JSON.
+async fn run_local(args: &[&str]) -> (std::process::ExitCode, serde_json::Value) {
+    let mut argv = vec!["--format", "json"];
+    argv.extend_from_slice(args);
+    let mut out = Vec::new();
+    let code = bencher_runner::run_local::run_to(run_args(&argv), &mut out)
+        .await
+        .expect("runner run");
+    let json = serde_json::from_slice(&out).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out));
+    });
+    (code, json)
+}
+
+#[tokio::test]
+async fn runner_run_executes_an_oci_layout() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let layout = dir.path().join("layout");
+    let image = oci_image(serde_json::json!({
+        "Env": ["PATH=/bin", "FROM_IMAGE=yes"],
+        "Entrypoint": ["/bin/sh", "-c"],
+        "Cmd": ["echo default"],
+        "WorkingDir": "/work",
+    }));
+    image.write_layout(&layout);
+    let layout = layout.to_str().unwrap();
+
+    let (code, json) = run_local(&[
+        "--image",
+        layout,
+        "--danger-allow-no-sandbox",
+        "--iter",
+        "2",
+        "--env",
+        "FROM_JOB=1",
+        "--output",
+        "out.txt",
+        "--",
+        "echo $FROM_IMAGE $FROM_JOB; pwd > out.txt",
+    ])
+    .await;
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    assert_eq!(json["outcome"], "completed", "{json:#}");
+    assert_eq!(json["error"], serde_json::Value::Null);
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for result in results {
+        assert_eq!(result["exit_code"], 0);
+        assert_eq!(result["stdout"], "yes 1\n");
+        assert_eq!(result["output"]["out.txt"], "/work\n");
+    }
+
+    // The image's default command; a failure is exit code 1.
+    let (code, json) = run_local(&["--image", layout, "--danger-allow-no-sandbox"]).await;
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    assert_eq!(json["results"][0]["stdout"], "default\n");
+    let (code, json) = run_local(&[
+        "--image",
+        layout,
+        "--danger-allow-no-sandbox",
+        "--entrypoint",
+        "/bin/sh",
+        "--cmd",
+        "-c",
+        "--cmd",
+        "exit 3",
+    ])
+    .await;
+    assert_eq!(code, std::process::ExitCode::FAILURE);
+    assert_eq!(json["outcome"], "failed");
+    assert_eq!(json["results"][0]["exit_code"], 3);
+    let (code, json) = run_local(&[
+        "--image",
+        layout,
+        "--danger-allow-no-sandbox",
+        "--timeout",
+        "1",
+        "--",
+        "sleep 30",
+    ])
+    .await;
+    assert_eq!(code, std::process::ExitCode::from(124));
+    assert_eq!(json["outcome"], "timed_out");
+
+    // Without the flag: refused, naming the flag, before anything is unpacked or run.
+    let sleeper = marker("runner");
+    let script = format!("{sleeper} 1000");
+    let mut out = Vec::new();
+    let error =
+        bencher_runner::run_local::run_to(run_args(&["--image", layout, "--", &script]), &mut out)
+            .await
+            .unwrap_err();
+    assert!(
+        error.to_string().contains("--danger-allow-no-sandbox"),
+        "{error}"
+    );
+    assert!(out.is_empty());
+    assert_eq!(marked_processes("runner"), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn runner_run_pulls_from_a_registry() {
+    if !privileged() {
+        return;
+    }
+    use bencher_oci::digest::Digest;
+    use bencher_oci::manifest::OCI_IMAGE_MANIFEST;
+    use bencher_test_support::reqwest::Method;
+    use bencher_test_support::{Backend, TestServer};
+
+    let server = TestServer::start(Backend::Sqlite).await;
+    let image = oci_image(serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["echo", "pulled"]}));
+    for blob in [&image.config, &image.layer] {
+        let digest = Digest::sha256_of(blob);
+        let response = server
+            .request(
+                Method::POST,
+                &format!("/v2/bench/blobs/uploads/?digest={digest}"),
+            )
+            .header("content-type", "application/octet-stream")
+            .body(blob.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let response = server
+        .request(Method::PUT, "/v2/bench/manifests/v1")
+        .header("content-type", OCI_IMAGE_MANIFEST)
+        .body(image.manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+
+    let cache = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let reference = format!(
+        "{}:{}/bench:v1",
+        server.url.host_str().unwrap(),
+        server.url.port().unwrap()
+    );
+    let (code, json) = run_local(&[
+        "--image",
+        &reference,
+        "--token",
+        server.admin_token.expose_secret(),
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "--danger-allow-no-sandbox",
+    ])
+    .await;
+    assert_eq!(code, std::process::ExitCode::SUCCESS, "{json:#}");
+    assert_eq!(json["results"][0]["stdout"], "pulled\n");
+}
+
+#[tokio::test]
+async fn runner_binary_runs_and_refuses() {
+    if !privileged() {
+        return;
+    }
+    let Some(runner) = option_env!("CARGO_BIN_EXE_runner") else {
+        eprintln!("SKIPPED: this crate has no `runner` binary yet");
+        return;
+    };
+    let help = Command::new(runner)
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    if !help.status.success() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the runner binary has no `run` subcommand"
+        );
+        eprintln!(
+            "SKIPPED: the runner binary has no `run` subcommand yet (the handler is tested above)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let layout = dir.path().join("layout");
+    oci_image(serde_json::json!({"Env": ["PATH=/bin"]})).write_layout(&layout);
+    let layout = layout.to_str().unwrap();
+
+    let output = Command::new(runner)
+        .args(["run", "--image", layout, "--danger-allow-no-sandbox"])
+        .args(["--output", "/tmp/f", "--", "/bin/sh", "-c"])
+        .arg("echo hello; echo oops >&2; echo content > /tmp/f")
+        .env_remove("BENCHER_DANGER_ALLOW_NO_SANDBOX")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        stdout,
+        "== iteration 1 of 1: exit code 0\n-- stdout\nhello\n-- stderr\noops\n\
+         -- file /tmp/f\ncontent\n== completed\n"
+    );
+    // The environment variable allows it too; a failing job exits 1.
+    let output = Command::new(runner)
+        .args(["run", "--image", layout, "--", "/bin/sh", "-c", "exit 4"])
+        .env("BENCHER_DANGER_ALLOW_NO_SANDBOX", "true")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+
+    // Refused without it: the flag named, nothing run.
+    let sleeper = marker("runner");
+    let output = Command::new(runner)
+        .args(["run", "--image", layout, "--", &sleeper, "1000"])
+        .env_remove("BENCHER_DANGER_ALLOW_NO_SANDBOX")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--danger-allow-no-sandbox"), "{stderr}");
+    assert_eq!(marked_processes("runner"), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn an_image_that_cannot_be_prepared_fails_the_job() {
+    if !privileged() {
+        return;
+    }
+    let img = image(serde_json::json!({"Env": ["PATH=/bin"], "WorkingDir": "/etc/passwd"}));
+    let outcome = run(request_with(img, shell("echo never"))).await;
+    let ExecOutcome::Failed { results, error } = outcome else {
+        panic!("expected failed: {outcome:#?}");
+    };
+    assert!(results.is_empty());
+    assert_eq!(
+        error,
+        "iteration 1 of 1: cannot prepare a directory in the image's root filesystem: \
+         `/etc/passwd` is not a directory, or a component on its way is not"
+    );
+
+    let mut missing = request(shell("echo never"));
+    missing.rootfs = rootfs().join("no-such-dir");
+    let outcome = run(missing).await;
+    assert!(
+        matches!(&outcome, ExecOutcome::Failed { results, error }
+            if results.is_empty() && error.starts_with("cannot open the image's root filesystem")),
+        "{outcome:#?}"
+    );
+
+    let mut invalid = shell("echo never");
+    invalid.timeout = 0;
+    let outcome = run(request(invalid)).await;
+    assert!(
+        matches!(&outcome, ExecOutcome::Failed { error, .. } if error.starts_with("invalid job")),
+        "{outcome:#?}"
+    );
+}
