@@ -1,11 +1,14 @@
 //! The Bencher API server as a library: `App::open` prepares the data directory, the
-//! store and the first admin token; `App::serve` runs the REST API on a listener the
-//! caller bound, until the caller's shutdown signal. The `bencher-server` binary is a
-//! thin wrapper, and tests run the same code on `127.0.0.1:0`.
+//! store and the first admin token; `App::serve` runs the REST API, the registry and the
+//! runner channels on a listener the caller bound, with the background tasks (upload
+//! sweeper, job timeouts, and on PostgreSQL the notification listener), until the
+//! caller's shutdown signal. The `bencher-server` binary is a thin wrapper, and tests run
+//! the same code on `127.0.0.1:0`.
 
 mod auth;
 pub mod blobs;
 mod bootstrap;
+pub mod channel;
 mod clock;
 pub mod config;
 mod http;
@@ -44,6 +47,7 @@ pub struct App {
     clock: Clock,
     blobs: blobs::BlobStore,
     oci_tokens: registry::token::RegistryTokens,
+    hub: channel::Hub,
 }
 
 impl App {
@@ -62,12 +66,14 @@ impl App {
                 .await
                 .map_err(StartError::TokenKey)?,
         );
+        let hub = channel::Hub::new(store.clone());
         Ok(Self {
             config,
             store,
             clock,
             blobs,
             oci_tokens,
+            hub,
         })
     }
 
@@ -88,6 +94,18 @@ impl App {
         &self.config
     }
 
+    /// The live runner channels of this process.
+    pub fn hub(&self) -> &channel::Hub {
+        &self.hub
+    }
+
+    fn timeouts(&self) -> queue::Timeouts {
+        queue::Timeouts {
+            heartbeat: self.config.heartbeat_timeout,
+            grace: self.config.job_grace_period,
+        }
+    }
+
     /// The HTTP application, for serving or for driving in-process.
     pub fn router(&self) -> axum::Router {
         http::router(http::Services {
@@ -100,6 +118,8 @@ impl App {
                 max_blob_size: self.config.max_blob_size.bytes(),
             },
             request_limit: usize::try_from(self.config.request_limit.bytes()).unwrap_or(usize::MAX),
+            hub: self.hub.clone(),
+            timeouts: self.timeouts(),
         })
     }
 
@@ -122,15 +142,41 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let sweeper = tokio::spawn(sweep_uploads_forever(
-            self.store.clone(),
-            self.blobs.clone(),
-            self.clock.clone(),
-        ));
+        let mut tasks = vec![
+            tokio::spawn(sweep_uploads_forever(
+                self.store.clone(),
+                self.blobs.clone(),
+                self.clock.clone(),
+            )),
+            tokio::spawn(channel::timeouts::enforce_forever(
+                self.store.clone(),
+                self.hub.clone(),
+                self.clock.clone(),
+                self.timeouts(),
+            )),
+        ];
+        if self.store.backend() == store::Backend::Postgres {
+            tasks.push(tokio::spawn(channel::notify::listen_forever(
+                self.config.database_url(),
+                self.hub.clone(),
+            )));
+        }
+        let hub = self.hub.clone();
         let served = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Upgraded connections are not requests the graceful shutdown waits
+                // for: close the runner channels so they end before the store does.
+                hub.shut_down();
+            })
             .await;
-        sweeper.abort();
+        for task in &tasks {
+            task.abort();
+        }
+        self.hub.shut_down();
+        self.hub
+            .wait_closed(std::time::Duration::from_secs(5))
+            .await;
         self.store.close().await;
         served
     }

@@ -186,6 +186,70 @@ pub fn completion_event(status: JobStatus, last_event: Option<JobEvent>) -> JobE
     }
 }
 
+/// What a runner's terminal message (`completed` or `failed`) does to a job the runner
+/// holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminalOutcome {
+    /// Store the output, then apply this event.
+    Apply(JobEvent),
+    /// Nothing changes: the message repeats what already happened (a re-send after a
+    /// reconnect), or the job ended otherwise first (a user's cancel, a timeout). The
+    /// runner is acknowledged all the same, so it stops re-sending a message that can
+    /// never change the job. `record_output`: the job has no output yet (a runner's
+    /// `failed` after a heartbeat-timeout failure, a `completed` racing a cancel), so the
+    /// runner's output is kept for users to read.
+    Keep { record_output: bool },
+}
+
+/// The outcome of a runner's `completed` (`completed = true`) or `failed` for its own job
+/// in `status`, reached by `last_event`; `has_output`: an output is already recorded.
+pub fn terminal_outcome(
+    status: JobStatus,
+    last_event: Option<JobEvent>,
+    completed: bool,
+    has_output: bool,
+) -> TerminalOutcome {
+    let event = if completed {
+        completion_event(status, last_event)
+    } else {
+        JobEvent::Failed
+    };
+    if !is_repeat(status, event) && transition(status, event).is_ok() {
+        TerminalOutcome::Apply(event)
+    } else {
+        TerminalOutcome::Keep {
+            record_output: !has_output,
+        }
+    }
+}
+
+/// How the server answers a runner's `running` for a job the runner holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunningAnswer {
+    /// The job was claimed: it starts (`claimed → running`).
+    Start,
+    /// The job already runs: a resume after a reconnect, which refreshes liveness.
+    Resume,
+    /// The job failed by heartbeat timeout while the runner was away: nothing changes,
+    /// but the runner may go on, since its late `completed` still counts.
+    Continue,
+    /// The job is over for the server (canceled, failed otherwise, finished): the runner
+    /// is told to stop it.
+    Stop,
+}
+
+pub fn running_answer(status: JobStatus, last_event: Option<JobEvent>) -> RunningAnswer {
+    if transition(status, JobEvent::Running).is_ok() {
+        RunningAnswer::Start
+    } else if is_repeat(status, JobEvent::Running) {
+        RunningAnswer::Resume
+    } else if completion_event(status, last_event) == JobEvent::LateCompleted {
+        RunningAnswer::Continue
+    } else {
+        RunningAnswer::Stop
+    }
+}
+
 /// The server's timeout settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -418,6 +482,105 @@ mod tests {
             assert!(transition(S::Failed, event).is_err());
         }
         assert_eq!(completion_event(S::Running, Some(E::Running)), E::Completed);
+    }
+
+    #[test]
+    fn terminal_messages() {
+        use TerminalOutcome::{Apply, Keep};
+        // The normal ends.
+        assert_eq!(
+            terminal_outcome(S::Running, Some(E::Running), true, false),
+            Apply(E::Completed)
+        );
+        assert_eq!(
+            terminal_outcome(S::Running, Some(E::Running), false, false),
+            Apply(E::Failed)
+        );
+        assert_eq!(
+            terminal_outcome(S::Claimed, Some(E::Claim), false, false),
+            Apply(E::Failed),
+            "setup can fail before `running`"
+        );
+        // A late completion overrides a heartbeat-timeout failure.
+        assert_eq!(
+            terminal_outcome(S::Failed, Some(E::HeartbeatTimeout), true, false),
+            Apply(E::LateCompleted)
+        );
+        // Re-sends change nothing; their output is already there.
+        assert_eq!(
+            terminal_outcome(S::Completed, Some(E::Completed), true, true),
+            Keep {
+                record_output: false
+            }
+        );
+        assert_eq!(
+            terminal_outcome(S::Failed, Some(E::Failed), false, true),
+            Keep {
+                record_output: false
+            }
+        );
+        // A runner's own failure after the heartbeat timeout failed the job: the status
+        // stays, the runner's output is kept.
+        assert_eq!(
+            terminal_outcome(S::Failed, Some(E::HeartbeatTimeout), false, false),
+            Keep {
+                record_output: true
+            }
+        );
+        // The job ended otherwise first: nothing changes, but nothing is lost either.
+        for (status, last) in [
+            (S::Canceled, E::Cancel),
+            (S::Canceled, E::HardTimeout),
+            (S::Failed, E::ClaimTimeout),
+        ] {
+            assert_eq!(
+                terminal_outcome(status, Some(last), true, false),
+                Keep {
+                    record_output: true
+                },
+                "{status}/{last}"
+            );
+        }
+        // Every `Apply` is a legal transition.
+        for &status in S::ALL {
+            for &last in E::ALL {
+                for completed in [true, false] {
+                    if let Apply(event) = terminal_outcome(status, Some(last), completed, false) {
+                        assert!(transition(status, event).is_ok(), "{status}/{last}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn running_messages() {
+        assert_eq!(
+            running_answer(S::Claimed, Some(E::Claim)),
+            RunningAnswer::Start
+        );
+        assert_eq!(
+            running_answer(S::Running, Some(E::Running)),
+            RunningAnswer::Resume
+        );
+        assert_eq!(
+            running_answer(S::Failed, Some(E::HeartbeatTimeout)),
+            RunningAnswer::Continue
+        );
+        for (status, last) in [
+            (S::Failed, E::Failed),
+            (S::Failed, E::ClaimTimeout),
+            (S::Canceled, E::Cancel),
+            (S::Canceled, E::HardTimeout),
+            (S::Completed, E::Completed),
+            (S::Processed, E::Processed),
+        ] {
+            assert_eq!(
+                running_answer(status, Some(last)),
+                RunningAnswer::Stop,
+                "{status}/{last}"
+            );
+        }
     }
 
     #[test]

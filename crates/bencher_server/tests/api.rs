@@ -1011,6 +1011,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/v0/runners/{runner}/key", "/v0/runners/nobody/key"),
     (
         "get",
+        "/v0/runners/{runner}/channel",
+        "/v0/runners/nobody/channel",
+    ),
+    (
+        "get",
         "/v0/runners/{runner}/specs",
         "/v0/runners/nobody/specs",
     ),

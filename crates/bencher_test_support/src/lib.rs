@@ -170,6 +170,30 @@ impl TestServer {
         Self::launch(config, data_dir, postgres, Clock::default()).await
     }
 
+    /// Starts a second server process of the same deployment as `other`: the same
+    /// database and blob storage, admin token and clock, its own data directory and port.
+    /// `other` keeps owning the PostgreSQL test database, so drop this one first.
+    pub async fn start_sharing(other: &TestServer) -> Self {
+        let data_dir = tempfile::tempdir().expect("temporary data directory");
+        let mut config = other.config.clone();
+        config.data_dir = data_dir.path().join("data");
+        config.database_url = Some(other.config.database_url());
+        config.blob_store = Some(match other.config.blob_config() {
+            bencher_server::blobs::BlobConfig::Local { dir } => dir.display().to_string(),
+            bencher_server::blobs::BlobConfig::ObjectStore { url } => url,
+        });
+        config.admin_token = Some(other.admin_token.clone());
+        Self::launch(config, data_dir, None, other.clock.clone()).await
+    }
+
+    /// The WebSocket URL of `path` on this server (`ws://127.0.0.1:…/path`).
+    pub fn ws_url(&self, path: &str) -> String {
+        let mut url = self.url.join(path).expect("valid path");
+        url.set_scheme("ws")
+            .expect("ws is a valid scheme for an http URL");
+        url.to_string()
+    }
+
     /// Stops the server gracefully and starts a new one on the same data directory and
     /// database, as an operator's restart would (the clock keeps its offset).
     pub async fn restart(mut self) -> Self {

@@ -1,7 +1,10 @@
 //! Jobs over REST: `POST /v0/run` (a report and its job, the image resolved to a digest
 //! in the project's repository), a project's jobs, one job, cancel, and every project's
 //! jobs for admins. Handlers validate and resolve; the store writes; the lifecycle rules
-//! are `crate::queue`'s. Environment values never leave the server in a response.
+//! are `crate::queue`'s. A submitted job wakes a waiting runner at once and a canceled
+//! one reaches its runner as `cancel`, through `channel::Hub`. One job's view carries the
+//! output its runner reported (read from blob storage). Environment values never leave
+//! the server in a response.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -16,12 +19,13 @@ use bencher_types::{
 use super::error::{ApiError, error_chain};
 use super::extract::{Admin, Json, Path, Query, User};
 use super::{AppState, paginated};
+use crate::channel::output::read_output;
 use crate::registry::external_origin;
 use crate::store::jobs::{CreateRunError, Job, JobFilter, NewRun, TransitionError};
 use crate::store::{Store, StoreError};
 
 /// The job as clients see it: environment values redacted (they may be secrets), output
-/// absent until output storage exists.
+/// absent (lists leave it out; one job's view adds it).
 fn to_json(job: Job) -> JsonJob {
     let mut config = job.config;
     if let Some(env) = &mut config.env {
@@ -224,6 +228,7 @@ pub async fn run(
         priority: 0,
     };
     let job = state.store.create_run(&run, state.clock.now()).await?;
+    state.hub.job_available(job.spec.uuid).await;
     tracing::info!(
         job = %job.uuid, project = %project.slug, spec = %job.spec.slug,
         digest = %job.config.digest, by = %user.uuid, "job submitted"
@@ -284,8 +289,9 @@ pub async fn list(
     list_page(&state, filter, &pagination).await
 }
 
-/// View a job: status, Spec, runner, timestamps, and the resolved config with
-/// environment values redacted.
+/// View a job: status, Spec, runner, timestamps, the resolved config with environment
+/// values redacted, and, once its runner reported, the output of every iteration (exit
+/// code, stdout, stderr, output files; `error` says why a job failed).
 #[utoipa::path(get, path = "/v0/projects/{project}/jobs/{job}", tag = "jobs",
     params(
         ("project" = String, Path, description = "Project UUID or slug"),
@@ -303,7 +309,27 @@ pub async fn view(
 ) -> Result<axum::Json<JsonJob>, ApiError> {
     let project = state.store.get_project(&project).await?;
     let job = state.store.get_project_job(project.uuid, job).await?;
-    Ok(axum::Json(to_json(job)))
+    let output = match &job.output_digest {
+        // The runner's message was at most the request limit, and so is its document
+        // give or take JSON escaping; anything much larger is not ours.
+        Some(digest) => {
+            let limit = u64::try_from(state.request_limit)
+                .unwrap_or(u64::MAX)
+                .saturating_mul(2);
+            match read_output(&state.blobs, digest, limit).await {
+                Ok(Some(output)) => Some(output.results),
+                Ok(None) => {
+                    tracing::error!(job = %job.uuid, %digest, "the job's output blob is missing");
+                    None
+                }
+                Err(error) => return Err(ApiError::internal(error)),
+            }
+        }
+        None => None,
+    };
+    let mut json = to_json(job);
+    json.output = output;
+    Ok(axum::Json(json))
 }
 
 /// Cancel a pending, claimed or running job; any other status is a conflict.
@@ -329,6 +355,10 @@ pub async fn cancel(
         .cancel_job(project.uuid, job, state.clock.now())
         .await?;
     tracing::info!(job = %job.uuid, project = %project.slug, by = %user.uuid, "job canceled");
+    // A claimed or running job keeps its runner: tell it to stop.
+    if let Some(runner) = job.runner {
+        state.hub.cancel(runner, job.uuid).await;
+    }
     Ok(axum::Json(to_json(job)))
 }
 

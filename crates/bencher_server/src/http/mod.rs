@@ -28,7 +28,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::blobs::BlobStore;
+use crate::channel::Hub;
 use crate::clock::Clock;
+use crate::queue::Timeouts;
 use crate::registry::RegistryLimits;
 use crate::registry::token::RegistryTokens;
 use crate::store::Store;
@@ -42,6 +44,11 @@ pub struct AppState {
     pub blobs: BlobStore,
     pub oci_tokens: RegistryTokens,
     pub limits: RegistryLimits,
+    /// The live runner channels of this process.
+    pub hub: Hub,
+    pub timeouts: Timeouts,
+    /// Largest request body, and largest runner message.
+    pub request_limit: usize,
     openapi: Arc<serde_json::Value>,
 }
 
@@ -53,6 +60,8 @@ pub struct Services {
     pub oci_tokens: RegistryTokens,
     pub limits: RegistryLimits,
     pub request_limit: usize,
+    pub hub: Hub,
+    pub timeouts: Timeouts,
 }
 
 #[derive(OpenApi)]
@@ -85,6 +94,15 @@ impl Modify for ApiTokenScheme {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "runner_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("bencher_runner_…")
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -98,6 +116,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(runners::list, runners::create))
         .routes(routes!(runners::view, runners::update))
         .routes(routes!(runners::rotate_key))
+        .routes(routes!(runners::channel))
         .routes(routes!(runners::list_specs, runners::add_spec))
         .routes(routes!(runners::remove_spec))
         .routes(routes!(specs::list, specs::create))
@@ -132,6 +151,9 @@ pub fn router(services: Services) -> Router {
         blobs: services.blobs,
         oci_tokens: services.oci_tokens,
         limits: services.limits,
+        hub: services.hub,
+        timeouts: services.timeouts,
+        request_limit: services.request_limit,
         openapi: Arc::new(openapi),
     };
     // Registry bodies stream to blob storage with their own limits, so the REST body

@@ -1,34 +1,78 @@
-//! `/v0/runners…`: Runners, their keys and the Specs they serve (server admins only).
+//! `/v0/runners…`: Runners, their keys and the Specs they serve (server admins only), and
+//! `GET /v0/runners/{runner}/channel`, the runner's own WebSocket, authenticated with its
+//! key before the upgrade. A runner's state comes from the live channels (`channel::Hub`)
+//! and the store.
+
+use std::collections::HashMap;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use bencher_types::{
     Direction, JsonError, JsonNewRunner, JsonNewRunnerSpec, JsonRunner, JsonRunnerKey, JsonSpec,
-    JsonUpdateRunner, Pagination, ResourceId, RunnerQuery, RunnerState, SortBy,
+    JsonUpdateRunner, Pagination, ResourceId, RunnerKey, RunnerQuery, RunnerUuid, SortBy,
 };
 
 use super::error::ApiError;
 use super::extract::{Admin, Json, Path, Query};
 use super::{AppState, paginated};
 use crate::auth::{generate_runner_key, hash_secret};
+use crate::channel::{self, ChannelContext};
+use crate::registry::external_origin;
+use crate::store::channel::StoredPresence;
 use crate::store::runners::Runner;
 
-fn to_json(runner: Runner) -> JsonRunner {
-    JsonRunner {
-        uuid: runner.uuid,
-        name: runner.name,
-        slug: runner.slug,
-        specs: runner.specs,
-        // Runners connect over their channel, which arrives with jobs; until then no
-        // runner is connected.
-        state: RunnerState::Offline,
-        last_seen: runner.last_seen,
-        current_job: None,
-        archived: runner.archived,
-        created: runner.created,
-        modified: runner.modified,
-    }
+/// Runners as the API shows them: state, current job and last sighting from the live
+/// channels of this process, else from the store's channel records.
+async fn to_json_all(state: &AppState, runners: Vec<Runner>) -> Result<Vec<JsonRunner>, ApiError> {
+    // An archived runner's channel is closing (or closed): it is offline.
+    let local: HashMap<RunnerUuid, channel::LocalPresence> = runners
+        .iter()
+        .filter(|r| r.archived.is_none())
+        .filter_map(|r| state.hub.presence(r.uuid).map(|p| (r.uuid, p)))
+        .collect();
+    let elsewhere: Vec<RunnerUuid> = runners
+        .iter()
+        .filter(|r| r.archived.is_none() && !local.contains_key(&r.uuid))
+        .map(|r| r.uuid)
+        .collect();
+    let stored: HashMap<RunnerUuid, StoredPresence> =
+        state.store.runner_presence(&elsewhere).await?;
+    let now = state.clock.now();
+    Ok(runners
+        .into_iter()
+        .map(|runner| {
+            let (state, current_job, last_seen) = channel::runner_state(
+                local.get(&runner.uuid).copied(),
+                stored.get(&runner.uuid).copied(),
+                runner.last_seen,
+                now,
+                state.timeouts.heartbeat,
+            );
+            JsonRunner {
+                uuid: runner.uuid,
+                name: runner.name,
+                slug: runner.slug,
+                specs: runner.specs,
+                state,
+                last_seen,
+                current_job,
+                archived: runner.archived,
+                created: runner.created,
+                modified: runner.modified,
+            }
+        })
+        .collect())
+}
+
+async fn to_json(state: &AppState, runner: Runner) -> Result<JsonRunner, ApiError> {
+    to_json_all(state, vec![runner])
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::Internal("a runner vanished while shown".into()))
 }
 
 /// List runners.
@@ -50,10 +94,7 @@ pub async fn list(
         .store
         .list_runners(&query, &pagination, limit_offset)
         .await?;
-    Ok(paginated(
-        runners.into_iter().map(to_json).collect::<Vec<_>>(),
-        total,
-    ))
+    Ok(paginated(to_json_all(&state, runners).await?, total))
 }
 
 /// Create a runner. The response carries its key, shown only this once.
@@ -99,7 +140,8 @@ pub async fn view(
     _admin: Admin,
     Path(runner): Path<ResourceId>,
 ) -> Result<axum::Json<JsonRunner>, ApiError> {
-    Ok(axum::Json(to_json(state.store.get_runner(&runner).await?)))
+    let runner = state.store.get_runner(&runner).await?;
+    Ok(axum::Json(to_json(&state, runner).await?))
 }
 
 /// Rename or archive a runner. An archived runner cannot authenticate.
@@ -124,8 +166,10 @@ pub async fn update(
         .await?;
     if update.archived == Some(true) {
         tracing::info!(runner = %runner.uuid, "runner archived");
+        // An archived runner cannot authenticate: its open channel closes now.
+        state.hub.revoke(runner.uuid).await;
     }
-    Ok(axum::Json(to_json(runner)))
+    Ok(axum::Json(to_json(&state, runner).await?))
 }
 
 /// Rotate a runner's key: the old key stops working at once. The new key is shown only
@@ -152,6 +196,8 @@ pub async fn rotate_key(
         )
         .await?;
     tracing::info!(runner = %runner.uuid, "runner key rotated");
+    // The old key fails from the rotation's commit on, and so does its open channel.
+    state.hub.revoke(runner.uuid).await;
     Ok((
         StatusCode::CREATED,
         axum::Json(JsonRunnerKey {
@@ -160,6 +206,67 @@ pub async fn rotate_key(
             key,
         }),
     ))
+}
+
+/// The one message for every refused channel: which part was wrong (unknown runner, wrong
+/// key, archived runner, a malformed or missing key) is not told.
+const CHANNEL_REFUSED: &str = "invalid runner credentials";
+
+/// The runner key of `Authorization: Bearer bencher_runner_…`, if well-formed.
+fn runner_key(headers: &HeaderMap) -> Option<RunnerKey> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    key.trim().parse().ok()
+}
+
+/// Open the runner's channel: a WebSocket carrying the runner protocol (JSON text
+/// frames). Authenticated with the runner's key before the upgrade; a new connection
+/// replaces the runner's open one. Messages are limited to the server's request limit.
+#[utoipa::path(get, path = "/v0/runners/{runner}/channel", tag = "runners",
+    params(("runner" = String, Path, description = "Runner UUID or slug")),
+    responses(
+        (status = 101, description = "Switching to the runner protocol over WebSocket"),
+        (status = 400, body = JsonError), (status = 401, body = JsonError),
+    ),
+    security(("runner_key" = [])))]
+pub async fn channel(
+    State(state): State<AppState>,
+    Path(runner): Path<ResourceId>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let key = runner_key(&headers).ok_or(ApiError::Unauthorized(CHANNEL_REFUSED))?;
+    let key_hash = hash_secret(key.expose_secret());
+    let runner = state
+        .store
+        .authenticate_runner(&runner, &key_hash)
+        .await?
+        .ok_or(ApiError::Unauthorized(CHANNEL_REFUSED))?;
+    let upgrade = upgrade.map_err(|rejection| {
+        ApiError::BadRequest(format!(
+            "expected a WebSocket upgrade: {}",
+            rejection.body_text()
+        ))
+    })?;
+    let context = ChannelContext {
+        hub: state.hub.clone(),
+        store: state.store.clone(),
+        blobs: state.blobs.clone(),
+        clock: state.clock.clone(),
+        tokens: state.oci_tokens.clone(),
+        timeouts: state.timeouts,
+        runner: runner.uuid,
+        slug: runner.slug,
+        key_hash,
+        registry: external_origin(&headers),
+    };
+    Ok(upgrade
+        .max_message_size(state.request_limit)
+        .max_frame_size(state.request_limit)
+        .on_upgrade(move |socket| channel::serve(socket, context)))
 }
 
 /// List the Specs a runner serves.

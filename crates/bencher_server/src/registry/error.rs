@@ -124,6 +124,11 @@ impl IntoResponse for RegistryError {
         let body = json!({ "errors": [{ "code": code, "message": message, "detail": null }] });
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body was never read: close rather than let the client send
+            // its next request into the leftover bytes.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         match &self {
             Self::Unauthorized { challenge, .. } => {
                 if let Ok(value) = HeaderValue::from_str(challenge) {

@@ -7,6 +7,7 @@
 //! functions.
 //! Every change that touches more than one row runs in one transaction.
 
+pub mod channel;
 pub mod jobs;
 pub mod projects;
 pub mod registry;
