@@ -183,8 +183,16 @@ impl Channel {
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let step = tokio::select! {
-                frame = self.socket.recv() => self.frame(frame).await,
+                // Commands first: `Hub::revoke` queues `Close` before the rotation's
+                // request returns, so a job submitted afterwards may wake this channel's
+                // poll while the `Close` waits. An unbiased select could then pick the
+                // poll, claim the job and send it to a runner whose key is no longer
+                // valid (seen in tests/faults.rs `key_rotation_stops_an_idle_runner`).
+                // The same holds for a replaced connection. Commands are few, so they
+                // never starve the rest.
+                biased;
                 command = self.commands.recv() => self.command(command).await,
+                frame = self.socket.recv() => self.frame(frame).await,
                 event = poll_event(&mut self.poll) => self.poll_event(event).await,
                 _ = keepalive.tick() => self.keepalive().await,
             };
