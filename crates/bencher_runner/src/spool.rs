@@ -286,6 +286,7 @@ mod tests {
                 stdout: Some("bench 1 ns/iter".into()),
                 ..Default::default()
             }],
+            output: None,
         }
     }
 
@@ -332,6 +333,7 @@ mod tests {
                     job,
                     results: vec![],
                     error: "first".into(),
+                    output: None,
                 })
                 .unwrap();
             spool.write(&completed(job)).unwrap();

@@ -446,7 +446,8 @@ async fn handshake_job_and_drain() {
         completed,
         RunnerMessage::Completed {
             job: uuid,
-            results: results()
+            results: results(),
+            output: None,
         }
     );
     // On disk until acknowledged.
@@ -580,6 +581,7 @@ async fn a_job_without_sandbox_is_refused_without_the_flag() {
         job,
         results,
         error,
+        ..
     } = peer.recv().await
     else {
         panic!("expected failed");
@@ -726,6 +728,7 @@ async fn binary_resends_a_spooled_result_after_a_restart_and_drains_on_sigterm()
     let completed = RunnerMessage::Completed {
         job: uuid,
         results: results(),
+        output: None,
     };
     Spool::open(spool_dir.path())
         .unwrap()
@@ -839,7 +842,7 @@ async fn binary_pulls_runs_reports_and_drains_a_job_in_flight() {
         "{running:?}"
     );
     peer.send(ack(None));
-    let RunnerMessage::Completed { job, results } = peer.recv().await else {
+    let RunnerMessage::Completed { job, results, .. } = peer.recv().await else {
         panic!("expected completed");
     };
     assert_eq!(job, first);
@@ -865,7 +868,7 @@ async fn binary_pulls_runs_reports_and_drains_a_job_in_flight() {
     );
     peer.send(ack(None));
     binary.sigterm();
-    let RunnerMessage::Completed { job, results } = peer.recv().await else {
+    let RunnerMessage::Completed { job, results, .. } = peer.recv().await else {
         panic!("expected completed");
     };
     assert_eq!(job, second);

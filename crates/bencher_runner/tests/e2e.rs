@@ -10,7 +10,7 @@ use bencher_test_support::{Backend, TestServer, backend_tests};
 use common::{E2E_REPO, Runner, privileged, push_host_image, register_runner, run_job};
 use serde_json::{Value, json};
 
-backend_tests!(a_job_runs_end_to_end);
+backend_tests!(a_job_runs_end_to_end, large_output_is_uploaded);
 
 async fn a_job_runs_end_to_end(backend: Backend) {
     if !privileged() {
@@ -68,5 +68,32 @@ async fn a_job_runs_end_to_end(backend: Backend) {
     let (code, log) = runner.stop().await;
     assert_eq!(code, Some(0), "{log}");
     assert!(!log.contains(&key), "the runner key must never be logged");
+    server.stop().await;
+}
+
+/// Output larger than a channel message (the server's 16 MiB request limit) is uploaded
+/// over HTTP first (protocol extension `upload`) and nothing of it is lost.
+async fn large_output_is_uploaded(backend: Backend) {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start(backend).await;
+    push_host_image(&server).await;
+    let key = register_runner(&server).await;
+    let runner = Runner::start(&server, &key);
+
+    let job = run_job(
+        &server,
+        json!({ "image": format!("{E2E_REPO}:v1"), "spec": "host", "cmd": ["/bin/sh", "-c", "head -c 20000000 /dev/zero | tr '\\0' a"] }),
+        &["completed", "failed", "canceled"],
+    )
+    .await;
+    assert_eq!(job["status"], "completed", "{}", job["error"]);
+    let stdout = job["output"][0]["stdout"].as_str().unwrap_or_default();
+    assert_eq!(stdout.len(), 20_000_000, "{}", job["error"]);
+    assert!(stdout.bytes().all(|b| b == b'a'));
+    let (code, log) = runner.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("output uploaded"), "{log}");
     server.stop().await;
 }

@@ -18,6 +18,8 @@ pub const DEFAULT_JOB_GRACE_PERIOD: Duration = Duration::from_secs(60);
 /// Manifests are small JSON documents; 4 MiB is what the reference registry accepts.
 pub const DEFAULT_MAX_MANIFEST_SIZE: u64 = 4 << 20;
 pub const DEFAULT_MAX_BLOB_SIZE: u64 = 64 << 30;
+/// Largest uploaded job output document by default.
+pub const DEFAULT_MAX_OUTPUT_SIZE: u64 = 256 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -74,6 +76,9 @@ pub struct ServerArgs {
     /// Largest blob (image layer) the registry accepts [default: 64GiB].
     #[arg(long, env = "BENCHER_MAX_BLOB_SIZE")]
     pub max_blob_size: Option<ByteSize>,
+    /// Largest job output document a runner may upload [default: 256MiB].
+    #[arg(long, env = "BENCHER_MAX_OUTPUT_SIZE")]
+    pub max_output_size: Option<ByteSize>,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -105,6 +110,8 @@ pub struct ConfigFile {
     pub max_manifest_size: Option<ByteSize>,
     #[serde(default, deserialize_with = "size_or_number")]
     pub max_blob_size: Option<ByteSize>,
+    #[serde(default, deserialize_with = "size_or_number")]
+    pub max_output_size: Option<ByteSize>,
 }
 
 fn size_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
@@ -168,6 +175,7 @@ pub struct Config {
     pub blob_store: Option<String>,
     pub max_manifest_size: ByteSize,
     pub max_blob_size: ByteSize,
+    pub max_output_size: ByteSize,
 }
 
 impl Config {
@@ -185,6 +193,7 @@ impl Config {
             blob_store: None,
             max_manifest_size: ByteSize::new(DEFAULT_MAX_MANIFEST_SIZE).expect("non-zero default"),
             max_blob_size: ByteSize::new(DEFAULT_MAX_BLOB_SIZE).expect("non-zero default"),
+            max_output_size: ByteSize::new(DEFAULT_MAX_OUTPUT_SIZE).expect("non-zero default"),
         }
     }
 
@@ -218,6 +227,9 @@ impl Config {
         }
         if let Some(size) = args.max_blob_size.or(file.max_blob_size) {
             config.max_blob_size = size;
+        }
+        if let Some(size) = args.max_output_size.or(file.max_output_size) {
+            config.max_output_size = size;
         }
         if let Some(grace) = args.job_grace_period.or(file.job_grace_period) {
             config.job_grace_period = grace;

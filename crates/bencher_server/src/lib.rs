@@ -120,6 +120,7 @@ impl App {
             request_limit: usize::try_from(self.config.request_limit.bytes()).unwrap_or(usize::MAX),
             hub: self.hub.clone(),
             timeouts: self.timeouts(),
+            max_output_size: self.config.max_output_size.bytes(),
         })
     }
 

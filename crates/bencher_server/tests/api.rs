@@ -1015,6 +1015,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "/v0/runners/nobody/channel",
     ),
     (
+        "put",
+        "/v0/runners/{runner}/jobs/{job}/output",
+        "/v0/runners/nobody/jobs/67e55044-10b1-426f-9247-bb680e5fe0c8/output",
+    ),
+    (
         "get",
         "/v0/runners/{runner}/specs",
         "/v0/runners/nobody/specs",

@@ -269,6 +269,7 @@ backend_tests!(
     another_runners_job_is_left_alone,
     timeouts_survive_a_restart,
     two_processes_share_the_queue,
+    uploaded_output,
 );
 
 async fn refused_before_the_upgrade(backend: Backend) {
@@ -906,4 +907,107 @@ async fn two_processes_share_the_queue(backend: Backend) {
     admin(&a, Method::POST, &format!("/v0/runners/{on_a}/key"), None).await;
     assert_eq!(close_code(again.expect_close().await), 4001);
     drop(b);
+}
+
+/// `PUT /v0/runners/{runner}/jobs/{job}/output` with `key` and a raw body.
+async fn upload(
+    server: &TestServer,
+    key: Option<&str>,
+    runner: &str,
+    job: &str,
+    document: String,
+) -> (StatusCode, Value) {
+    let request = server
+        .request_as(
+            Method::PUT,
+            &format!("/v0/runners/{runner}/jobs/{job}/output"),
+            key,
+        )
+        .header("content-type", "application/json")
+        .body(document);
+    body(request.send().await.expect("request")).await
+}
+
+/// Protocol extension `upload`: output larger than a message is uploaded by the runner
+/// holding the job, then referenced by its terminal message.
+async fn uploaded_output(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| {
+        config.request_limit = "16KiB".parse().unwrap();
+        config.max_output_size = "64KiB".parse().unwrap();
+    })
+    .await;
+    let fixture = fixture(&server).await;
+    let (runner, key) = create_runner(&server, "alpha", &[&fixture.spec]).await;
+    let (other, other_key) = create_runner(&server, "beta", &[&fixture.spec]).await;
+    let submitted = submit(&server, &fixture, json!({})).await;
+    let uuid = submitted["uuid"].as_str().unwrap();
+    let mut channel = open(&server, &runner, &key).await;
+    start_job(&mut channel).await;
+
+    // Larger than a channel message may be.
+    let results = json!([{ "exit_code": 0, "stdout": "a".repeat(32 * 1024) }]);
+    let document = json!({ "results": results }).to_string();
+
+    // The runner's key, and only for the job it holds. (Small bodies: a refusal may
+    // come before the body is read.)
+    let small = json!({ "results": [] }).to_string();
+    let (status, _) = upload(&server, None, &runner, uuid, small.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = upload(&server, Some(&other_key), &runner, uuid, small.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = upload(&server, Some(&other_key), &other, uuid, small.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let unknown = "67e55044-10b1-426f-9247-bb680e5fe0c8";
+    let (status, _) = upload(&server, Some(&key), &runner, unknown, small.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Bounded by `max_output_size`, and it must be an output document.
+    let huge = json!({ "results": [{ "exit_code": 0, "stdout": "a".repeat(65 * 1024) }] });
+    let (status, _) = upload(&server, Some(&key), &runner, uuid, huge.to_string()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _) = upload(&server, Some(&key), &runner, uuid, "{\"x\":1}".into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, stored) = upload(&server, Some(&key), &runner, uuid, document.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{stored}");
+    let digest = stored["digest"].as_str().unwrap().to_owned();
+    // The same document again: the same digest.
+    let (status, again) = upload(&server, Some(&key), &runner, uuid, document.clone()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(again["digest"].as_str(), Some(digest.as_str()));
+
+    // A reference to nothing closes the channel (the runner re-sends after reconnecting).
+    let missing = format!("sha256:{}", "0".repeat(64));
+    channel
+        .send(json!({ "event": "completed", "job": uuid, "output": missing }))
+        .await;
+    let frame = channel.expect_close().await;
+    assert_eq!(close_code(frame.clone()), 1011, "{frame:?}");
+    assert_eq!(view(&server, uuid).await["status"], "running");
+    // A `failed` cannot reference a document without an error.
+    let mut channel = open(&server, &runner, &key).await;
+    channel
+        .send(json!({ "event": "failed", "job": uuid, "error": "x", "output": digest }))
+        .await;
+    let frame = channel.expect_close().await;
+    assert_eq!(close_code(frame.clone()), 1011, "{frame:?}");
+
+    let mut channel = open(&server, &runner, &key).await;
+    channel
+        .send(json!({ "event": "completed", "job": uuid, "output": digest }))
+        .await;
+    assert_eq!(channel.expect("ack").await["job"].as_str(), Some(uuid));
+    let done = view(&server, uuid).await;
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["output"], results);
+    assert!(done.get("error").is_none());
+
+    // Not once the job has ended with its output recorded; a re-sent message is
+    // acknowledged whatever it references, and changes nothing.
+    let (status, _) = upload(&server, Some(&key), &runner, uuid, document).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    channel
+        .send(json!({ "event": "completed", "job": uuid, "output": missing }))
+        .await;
+    assert_eq!(channel.expect("ack").await["job"].as_str(), Some(uuid));
+    assert_eq!(view(&server, uuid).await, done);
 }

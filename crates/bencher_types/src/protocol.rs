@@ -67,13 +67,22 @@ pub enum RunnerMessage {
     Heartbeat,
     Completed {
         job: JobUuid,
+        /// Empty when `output` references an uploaded document.
+        #[serde(default)]
         results: Vec<IterationResult>,
+        /// `upload` extension: the digest of the output document `{results, error?}`
+        /// uploaded first to `PUT /v0/runners/{runner}/jobs/{job}/output`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<String>,
     },
     Failed {
         job: JobUuid,
         #[serde(default)]
         results: Vec<IterationResult>,
         error: String,
+        /// `upload` extension, as for `completed`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<String>,
     },
     /// Acknowledges a server `cancel`.
     Canceled { job: JobUuid },
@@ -253,9 +262,24 @@ mod tests {
                 ..Default::default()
             }],
             error: "timeout".into(),
+            output: None,
         };
         let text = serde_json::to_string(&failed).unwrap();
+        assert!(!text.contains("output"), "{text}");
         assert_eq!(RunnerMessage::parse(&text).unwrap(), failed);
+        // `upload` extension: a reference instead of results.
+        let completed = RunnerMessage::parse(&format!(
+            r#"{{"event":"completed","job":"{job}","output":"sha256:00"}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            completed,
+            RunnerMessage::Completed {
+                job,
+                results: vec![],
+                output: Some("sha256:00".into()),
+            }
+        );
     }
 
     #[test]

@@ -729,6 +729,7 @@ impl State {
                     job,
                     results: Vec::new(),
                     error: reason,
+                    output: None,
                 },
                 fx,
             );
@@ -969,16 +970,22 @@ fn terminal_message(job: &Job, outcome: JobOutcome) -> RunnerMessage {
         return RunnerMessage::Canceled { job: uuid };
     }
     match outcome {
-        JobOutcome::Completed { results } => RunnerMessage::Completed { job: uuid, results },
+        JobOutcome::Completed { results } => RunnerMessage::Completed {
+            job: uuid,
+            results,
+            output: None,
+        },
         JobOutcome::Failed { results, error } => RunnerMessage::Failed {
             job: uuid,
             results,
             error,
+            output: None,
         },
         JobOutcome::TimedOut { results } => RunnerMessage::Failed {
             job: uuid,
             results,
             error: format!("the job timed out after {} s", job.timeout),
+            output: None,
         },
         JobOutcome::Canceled { results } => RunnerMessage::Failed {
             job: uuid,
@@ -988,6 +995,7 @@ fn terminal_message(job: &Job, outcome: JobOutcome) -> RunnerMessage {
             } else {
                 "the job was canceled by the runner".to_owned()
             },
+            output: None,
         },
     }
 }

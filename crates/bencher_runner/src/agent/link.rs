@@ -11,12 +11,19 @@
 //! Frames the driver queues carry the id of the connection they were meant for; a frame
 //! for an older connection is dropped, so a `ready` decided before a reconnect can never
 //! overtake the re-sent terminal messages on the new connection.
+//!
+//! Protocol extension `upload`: a `completed` or `failed` larger than
+//! `UPLOAD_THRESHOLD` is not sent inline; its output document `{results, error?}` is
+//! first uploaded to `PUT {host}/v0/runners/{runner}/jobs/{job}/output` (same key, same
+//! TLS setup) and the message sent with `output` (the returned digest) and no results.
+//! The spool keeps the full message, so every re-send uploads again (same content, same
+//! digest).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bencher_types::protocol::{ParseError, ServerMessage};
-use bencher_types::{ResourceId, RunnerKey};
+use bencher_types::protocol::{ParseError, RunnerMessage, ServerMessage};
+use bencher_types::{JobUuid, ResourceId, RunnerKey};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -34,6 +41,12 @@ use super::backoff::Backoff;
 /// The largest message accepted from the server. A `job` is a few kilobytes; this is
 /// far above it and far below harm.
 const MAX_MESSAGE_SIZE: usize = 16 << 20;
+
+/// A terminal message larger than this is sent by reference to an uploaded document.
+pub const UPLOAD_THRESHOLD: usize = 1 << 20;
+
+/// How long one output upload may take.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -303,6 +316,10 @@ async fn serve(
             queued = outgoing.recv(), if close_deadline.is_none() => match queued {
                 None => return "the agent stopped".to_owned(),
                 Some(Outgoing::Text { conn, text }) if conn == id => {
+                    let text = match by_reference(config, text).await {
+                        Ok(text) => text,
+                        Err(error) => return error,
+                    };
                     if let Err(error) = send(config, &mut socket, Message::text(text)).await {
                         return error;
                     }
@@ -340,6 +357,133 @@ async fn serve(
     }
 }
 
+/// `text` itself, or, for a terminal message over `UPLOAD_THRESHOLD`, the message
+/// referencing its output uploaded first.
+async fn by_reference(config: &LinkConfig, text: String) -> Result<String, String> {
+    if text.len() <= UPLOAD_THRESHOLD {
+        return Ok(text);
+    }
+    let Ok(message) = serde_json::from_str::<RunnerMessage>(&text) else {
+        return Ok(text);
+    };
+    let (job, results, error) = match &message {
+        RunnerMessage::Completed {
+            job,
+            results,
+            output: None,
+        } => (*job, results, None),
+        RunnerMessage::Failed {
+            job,
+            results,
+            error,
+            output: None,
+        } => (*job, results, Some(error)),
+        _ => return Ok(text),
+    };
+    let mut document = serde_json::json!({ "results": results });
+    if let Some(error) = error {
+        document["error"] = serde_json::Value::String(error.clone());
+    }
+    let body =
+        serde_json::to_vec(&document).map_err(|e| format!("cannot encode the output: {e}"))?;
+    let size = body.len();
+    let Some(digest) = upload(config, job, body).await? else {
+        // The job ended and its output is recorded (a re-send whose `ack` was lost):
+        // the message only needs its acknowledgement.
+        tracing::info!(%job, "output already recorded; re-sending the message without it");
+        let bare = match message {
+            RunnerMessage::Completed { job, .. } => RunnerMessage::Completed {
+                job,
+                results: Vec::new(),
+                output: None,
+            },
+            RunnerMessage::Failed { job, error, .. } => RunnerMessage::Failed {
+                job,
+                results: Vec::new(),
+                error,
+                output: None,
+            },
+            other => other,
+        };
+        return serde_json::to_string(&bare).map_err(|e| format!("cannot encode a message: {e}"));
+    };
+    tracing::info!(%job, size, %digest, "output uploaded");
+    let reference = match message {
+        RunnerMessage::Completed { job, .. } => RunnerMessage::Completed {
+            job,
+            results: Vec::new(),
+            output: Some(digest),
+        },
+        RunnerMessage::Failed { job, error, .. } => RunnerMessage::Failed {
+            job,
+            results: Vec::new(),
+            error,
+            output: Some(digest),
+        },
+        other => other,
+    };
+    serde_json::to_string(&reference).map_err(|e| format!("cannot encode a message: {e}"))
+}
+
+/// The output endpoint next to the channel URL `ws(s)://…/v0/runners/{runner}/channel`.
+fn output_url(channel: &Url, job: JobUuid) -> Result<Url, String> {
+    let mut url = channel.clone();
+    let scheme = if url.scheme() == "wss" {
+        "https"
+    } else {
+        "http"
+    };
+    url.set_scheme(scheme)
+        .map_err(|()| format!("cannot make an HTTP URL of {channel}"))?;
+    url.path_segments_mut()
+        .map_err(|()| format!("cannot make an HTTP URL of {channel}"))?
+        .pop()
+        .extend(["jobs", &job.to_string(), "output"]);
+    Ok(url)
+}
+
+/// `PUT`s the output document; the digest the server stored it under, or `None` when
+/// the server has the job's output already (409).
+async fn upload(
+    config: &LinkConfig,
+    job: JobUuid,
+    body: Vec<u8>,
+) -> Result<Option<String>, String> {
+    let url = output_url(&config.url, job)?;
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls((*config.tls).clone())
+        .connect_timeout(config.connect_timeout)
+        .timeout(UPLOAD_TIMEOUT)
+        .build()
+        .map_err(|e| format!("cannot set up the upload: {e}"))?;
+    let response = client
+        .put(url.clone())
+        .bearer_auth(config.key.expose_secret())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("cannot upload the output to {url}: {e}"))?;
+    let status = response.status();
+    if status == reqwest::StatusCode::CONFLICT {
+        return Ok(None);
+    }
+    if status != reqwest::StatusCode::CREATED {
+        let text = response.text().await.unwrap_or_default();
+        return Err(format!(
+            "the output upload to {url} answered {status}: {text}"
+        ));
+    }
+    let stored: serde_json::Value = response
+        .json()
+        .await
+        .map_err(|e| format!("unexpected answer to the output upload: {e}"))?;
+    stored["digest"]
+        .as_str()
+        .map(|digest| Some(digest.to_owned()))
+        .ok_or_else(|| format!("no digest in the answer to the output upload: {stored}"))
+}
+
 async fn send(config: &LinkConfig, socket: &mut Socket, message: Message) -> Result<(), String> {
     match timeout(config.send_timeout, socket.send(message)).await {
         Ok(Ok(())) => Ok(()),
@@ -375,6 +519,24 @@ mod tests {
             url("ftp://example.com"),
             Err(LinkSetupError::Scheme(_))
         ));
+    }
+
+    #[test]
+    fn output_urls() {
+        let job: JobUuid = "67e55044-10b1-426f-9247-bb680e5fe0c8".parse().unwrap();
+        let url = |channel: &str| {
+            output_url(&channel.parse().unwrap(), job)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            url("wss://api.bencher.dev/v0/runners/r/channel"),
+            format!("https://api.bencher.dev/v0/runners/r/jobs/{job}/output")
+        );
+        assert_eq!(
+            url("ws://localhost:6610/prefix/v0/runners/r/channel"),
+            format!("http://localhost:6610/prefix/v0/runners/r/jobs/{job}/output")
+        );
     }
 
     #[test]

@@ -119,7 +119,8 @@ pub async fn up(args: UpArgs, signals: mpsc::UnboundedReceiver<()>) -> Result<Ex
     let core_config = core::Config {
         poll_timeout: args.poll_timeout,
         metadata: metadata(),
-        features: Vec::new(),
+        // `upload`: large output goes over HTTP first (see `link`).
+        features: vec!["upload".to_owned()],
         os: capabilities.os,
         architecture: capabilities.architecture,
         no_sandbox: capabilities.no_sandbox(args.danger_allow_no_sandbox),

@@ -17,11 +17,16 @@ use serde_json::{Value, json};
 /// The repository (and project slug) the test image is pushed to.
 pub const E2E_REPO: &str = "agent-e2e";
 
-/// An image of the host's `sh` and `sleep` with the libraries `ldd` lists: no network
+/// An image of the host's `sh`, `sleep`, `head` and `tr` with the libraries `ldd` lists: no network
 /// or package needed. Returns (config, layer blob, manifest).
 pub fn host_image() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let mut files: std::collections::BTreeMap<String, std::path::PathBuf> = Default::default();
-    for (name, host) in [("bin/sh", "/bin/sh"), ("bin/sleep", "/bin/sleep")] {
+    for (name, host) in [
+        ("bin/sh", "/bin/sh"),
+        ("bin/sleep", "/bin/sleep"),
+        ("bin/head", "/bin/head"),
+        ("bin/tr", "/bin/tr"),
+    ] {
         let host = std::path::Path::new(host).canonicalize().unwrap();
         let ldd = std::process::Command::new("ldd")
             .arg(&host)

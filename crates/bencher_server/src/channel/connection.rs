@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::output::{OutputDocument, OutputError, store_output};
+use super::output::{OutputDocument, OutputError, read_output, store_output};
 use super::{
     CLOSE_REPLACED, CLOSE_REVOKED, Command, Hub, Waiting, keepalive_interval, poll_timeout,
 };
@@ -56,6 +56,8 @@ pub struct ChannelContext {
     pub key_hash: String,
     /// The server's origin as the runner reached it: the registry jobs name.
     pub registry: String,
+    /// Largest uploaded output document read back (`max_output_size`).
+    pub max_output_size: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,10 @@ enum ChannelError {
     Transition(TransitionError),
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// `upload` extension: the referenced document is missing or does not fit the
+    /// message; the channel closes so the runner re-sends (and uploads again).
+    #[error("{0}")]
+    Upload(String),
 }
 
 /// How a channel ends.
@@ -302,12 +308,17 @@ impl Channel {
             }
             RunnerMessage::Running { job } => self.running(job).await,
             RunnerMessage::Heartbeat => self.heartbeat().await,
-            RunnerMessage::Completed { job, results } => self.terminal(job, results, None).await,
+            RunnerMessage::Completed {
+                job,
+                results,
+                output,
+            } => self.terminal(job, results, None, output).await,
             RunnerMessage::Failed {
                 job,
                 results,
                 error,
-            } => self.terminal(job, results, Some(error)).await,
+                output,
+            } => self.terminal(job, results, Some(error), output).await,
             RunnerMessage::Canceled { job } => {
                 if self.current == Some(job) {
                     self.set_current(None);
@@ -553,6 +564,7 @@ impl Channel {
         uuid: JobUuid,
         results: Vec<IterationResult>,
         error: Option<String>,
+        uploaded: Option<String>,
     ) -> Result<(), ChannelError> {
         let event_name = if error.is_some() {
             "failed"
@@ -569,13 +581,47 @@ impl Channel {
             error.is_none(),
             job.output_digest.is_some(),
         );
+        // `upload` extension: the document was stored by `PUT …/jobs/{job}/output`; it
+        // must be there and be an output document whose error agrees with the message.
+        // Only when it is used: a re-send about a job whose output is recorded is
+        // acknowledged whatever it references.
+        let used = matches!(
+            outcome,
+            TerminalOutcome::Apply(_)
+                | TerminalOutcome::Keep {
+                    record_output: true
+                }
+        );
+        let stored = match &uploaded {
+            None => None,
+            Some(_) if !used => None,
+            Some(digest) => match read_output(&ctx.blobs, digest, ctx.max_output_size).await {
+                Ok(Some(document)) if document.error.is_some() == error.is_some() => {
+                    Some(digest.clone())
+                }
+                Ok(Some(_)) => {
+                    return Err(ChannelError::Upload(format!(
+                        "the uploaded output `{digest}` does not match this `{event_name}`"
+                    )));
+                }
+                Ok(None) => {
+                    return Err(ChannelError::Upload(format!(
+                        "no uploaded output `{digest}` for job {uuid}"
+                    )));
+                }
+                Err(error) => return Err(error.into()),
+            },
+        };
         let output = OutputDocument {
             results,
             error: error.clone(),
         };
         match outcome {
             TerminalOutcome::Apply(event) => {
-                let digest = store_output(&ctx.blobs, &output).await?;
+                let digest = match &stored {
+                    Some(digest) => digest.clone(),
+                    None => store_output(&ctx.blobs, &output).await?,
+                };
                 let change = JobChange {
                     runner: Some(ctx.runner),
                     error,
@@ -608,7 +654,10 @@ impl Channel {
             }
             TerminalOutcome::Keep { record_output } => {
                 if record_output {
-                    let digest = store_output(&ctx.blobs, &output).await?;
+                    let digest = match &stored {
+                        Some(digest) => digest.clone(),
+                        None => store_output(&ctx.blobs, &output).await?,
+                    };
                     ctx.store
                         .record_output(uuid, ctx.runner, &digest, ctx.clock.now())
                         .await?;

@@ -313,9 +313,11 @@ pub async fn view(
         // The runner's message was at most the request limit, and so is its document
         // give or take JSON escaping; anything much larger is not ours.
         Some(digest) => {
+            // …or, uploaded (`upload` extension), at most `max_output_size`.
             let limit = u64::try_from(state.request_limit)
                 .unwrap_or(u64::MAX)
-                .saturating_mul(2);
+                .saturating_mul(2)
+                .max(state.max_output_size);
             match read_output(&state.blobs, digest, limit).await {
                 Ok(Some(output)) => Some(output.results),
                 Ok(None) => {

@@ -49,6 +49,8 @@ pub struct AppState {
     pub timeouts: Timeouts,
     /// Largest request body, and largest runner message.
     pub request_limit: usize,
+    /// Largest uploaded job output document.
+    pub max_output_size: u64,
     openapi: Arc<serde_json::Value>,
 }
 
@@ -62,6 +64,7 @@ pub struct Services {
     pub request_limit: usize,
     pub hub: Hub,
     pub timeouts: Timeouts,
+    pub max_output_size: u64,
 }
 
 #[derive(OpenApi)]
@@ -117,6 +120,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(runners::view, runners::update))
         .routes(routes!(runners::rotate_key))
         .routes(routes!(runners::channel))
+        .routes(routes!(runners::upload_output))
         .routes(routes!(runners::list_specs, runners::add_spec))
         .routes(routes!(runners::remove_spec))
         .routes(routes!(specs::list, specs::create))
@@ -154,6 +158,7 @@ pub fn router(services: Services) -> Router {
         hub: services.hub,
         timeouts: services.timeouts,
         request_limit: services.request_limit,
+        max_output_size: services.max_output_size,
         openapi: Arc::new(openapi),
     };
     // Registry bodies stream to blob storage with their own limits, so the REST body

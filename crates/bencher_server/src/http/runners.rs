@@ -5,23 +5,28 @@
 
 use std::collections::HashMap;
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use bencher_types::{
-    Direction, JsonError, JsonNewRunner, JsonNewRunnerSpec, JsonRunner, JsonRunnerKey, JsonSpec,
-    JsonUpdateRunner, Pagination, ResourceId, RunnerKey, RunnerQuery, RunnerUuid, SortBy,
+    Direction, JobStatus, JobUuid, JsonError, JsonNewRunner, JsonNewRunnerSpec, JsonRunner,
+    JsonRunnerKey, JsonSpec, JsonUpdateRunner, Pagination, ResourceId, RunnerKey, RunnerQuery,
+    RunnerUuid, SortBy,
 };
+use futures::StreamExt;
 
 use super::error::ApiError;
 use super::extract::{Admin, Json, Path, Query};
 use super::{AppState, paginated};
 use crate::auth::{generate_runner_key, hash_secret};
+use crate::channel::output::{OutputDocument, store_output};
 use crate::channel::{self, ChannelContext};
 use crate::registry::external_origin;
+use crate::store::StoreError;
 use crate::store::channel::StoredPresence;
 use crate::store::runners::Runner;
 
@@ -262,6 +267,7 @@ pub async fn channel(
         slug: runner.slug,
         key_hash,
         registry: external_origin(&headers),
+        max_output_size: state.max_output_size,
     };
     Ok(upgrade
         .max_message_size(state.request_limit)
@@ -345,4 +351,95 @@ pub async fn remove_spec(
 ) -> Result<StatusCode, ApiError> {
     state.store.remove_runner_spec(&runner, &spec).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The message for every refused upload: which part was wrong is not told.
+const UPLOAD_REFUSED: &str = "invalid runner credentials";
+
+/// The digest an uploaded output document is stored under.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct JsonOutputDigest {
+    /// `sha256:…`, for `output` in the runner's `completed` or `failed`.
+    pub digest: String,
+}
+
+/// Upload a job's output document `{results, error?}` before the terminal message that
+/// references it (protocol extension `upload`), for output larger than a channel
+/// message. Authenticated with the runner's key; only for a job the runner holds.
+#[utoipa::path(put, path = "/v0/runners/{runner}/jobs/{job}/output", tag = "runners",
+    params(
+        ("runner" = String, Path, description = "Runner UUID or slug"),
+        ("job" = String, Path, description = "Job UUID"),
+    ),
+    request_body(content = String, content_type = "application/json",
+        description = "The output document: `{results, error?}`"),
+    responses(
+        (status = 201, body = JsonOutputDigest),
+        (status = 400, body = JsonError), (status = 401, body = JsonError),
+        (status = 404, body = JsonError), (status = 409, body = JsonError),
+        (status = 413, body = JsonError),
+    ),
+    security(("runner_key" = [])))]
+pub async fn upload_output(
+    State(state): State<AppState>,
+    Path((runner, job)): Path<(ResourceId, JobUuid)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, axum::Json<JsonOutputDigest>), ApiError> {
+    let key = runner_key(&headers).ok_or(ApiError::Unauthorized(UPLOAD_REFUSED))?;
+    let key_hash = hash_secret(key.expose_secret());
+    let runner = state
+        .store
+        .authenticate_runner(&runner, &key_hash)
+        .await?
+        .ok_or(ApiError::Unauthorized(UPLOAD_REFUSED))?;
+    let not_held = || ApiError::NotFound(format!("job {job} is not held by this runner"));
+    let job = match state.store.get_job(job).await {
+        Ok(job) => job,
+        Err(StoreError::NotFound(_)) => return Err(not_held()),
+        Err(error) => return Err(error.into()),
+    };
+    if job.runner != Some(runner.uuid) {
+        return Err(not_held());
+    }
+    // Claimed or running; or ended otherwise (a heartbeat timeout, a cancel) with no
+    // output yet, which the runner's late terminal message still records.
+    let open = matches!(job.status, JobStatus::Claimed | JobStatus::Running)
+        || job.output_digest.is_none();
+    if !open {
+        return Err(ApiError::Conflict(format!(
+            "job {} is {} and its output is recorded",
+            job.uuid, job.status
+        )));
+    }
+    let limit = state.max_output_size;
+    let too_large =
+        || ApiError::PayloadTooLarge(format!("the output document is larger than {limit} bytes"));
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(
+        usize::try_from(declared.unwrap_or_default().min(limit)).unwrap_or_default(),
+    );
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|error| ApiError::BadRequest(format!("cannot read the body: {error}")))?;
+        if (bytes.len() + chunk.len()) as u64 > limit {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let document: OutputDocument = serde_json::from_slice(&bytes)
+        .map_err(|error| ApiError::BadRequest(format!("not an output document: {error}")))?;
+    drop(bytes);
+    let digest = store_output(&state.blobs, &document)
+        .await
+        .map_err(ApiError::internal)?;
+    tracing::info!(runner = %runner.uuid, job = %job.uuid, %digest, "job output uploaded");
+    Ok((StatusCode::CREATED, axum::Json(JsonOutputDigest { digest })))
 }

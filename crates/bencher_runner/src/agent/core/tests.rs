@@ -112,6 +112,7 @@ fn completed(job: JobUuid) -> RunnerMessage {
     RunnerMessage::Completed {
         job,
         results: results(),
+        output: None,
     }
 }
 
@@ -303,6 +304,7 @@ fn outcomes_become_terminal_messages() {
             job,
             results: results(),
             error,
+            output: None,
         };
         assert_eq!(
             finish(&mut state, job, outcome),
@@ -324,6 +326,7 @@ fn a_failed_preparation_is_reported() {
         job,
         results: vec![],
         error: "pulling the image failed".into(),
+        output: None,
     };
     assert_eq!(
         finish(
@@ -620,6 +623,7 @@ fn refused(state: &mut State, message: ServerMessage) -> String {
         job,
         results,
         error,
+        ..
     } = sent
     else {
         panic!("expected failed, got {sent:?}");
@@ -936,6 +940,7 @@ fn drain_cancels_the_job_at_the_deadline() {
         job,
         results: results(),
         error: "the runner was stopped before the job finished".into(),
+        output: None,
     };
     assert_eq!(
         finish(&mut state, job, JobOutcome::Canceled { results: results() }),
