@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use bencher_client::{BlobSource, PushOutcome, RegistryClient, RegistryCredential, RegistryError};
+use bencher_client::{
+    BlobSource, PushOutcome, RegistryClient, RegistryCredential, RegistryError, error_chain,
+};
 use bencher_oci::digest::Digest;
 use bencher_oci::manifest::{
     DOCKER_MANIFEST_LIST, DOCKER_MANIFEST_V2, Manifest, OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST,
@@ -116,17 +118,6 @@ fn parse_target(text: &str) -> Result<ImageTarget, String> {
         project,
         tag,
     })
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// What to push: blobs in any order, then manifests in this order, the last tagged.

@@ -110,6 +110,19 @@ fn code_of(status: reqwest::StatusCode) -> String {
     }
 }
 
+/// An error and its sources on one line, `a: b: c`: how the CLI and the runner print
+/// an error chain once.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use reqwest::StatusCode;

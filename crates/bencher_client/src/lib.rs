@@ -15,7 +15,7 @@ mod error;
 pub mod registry;
 
 pub use client::{Client, Page, USER_AGENT};
-pub use error::ClientError;
+pub use error::{ClientError, error_chain};
 pub use registry::{
     BlobDownload, BlobSource, FetchedManifest, ManifestInfo, PushOutcome, RegistryClient,
     RegistryCredential, RegistryError,

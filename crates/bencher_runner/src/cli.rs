@@ -58,7 +58,7 @@ pub struct UpArgs {
         long,
         env = "BENCHER_RUNNER_KEY",
         hide_env_values = true,
-        value_parser = RunnerKeyParser
+        value_parser = SecretParser::<RunnerKey>::new("--key", "BENCHER_RUNNER_KEY")
     )]
     pub key: RunnerKey,
     /// The long-poll timeout in seconds while waiting for a Job, between 1 and 900
@@ -244,29 +244,49 @@ fn parse_governor(value: &str) -> Result<String, String> {
     }
 }
 
-/// Parses the key without ever echoing it, even when it is malformed.
+/// Parses a secret (`RunnerKey`, `ApiToken`) without ever echoing it, even when it is
+/// malformed: clap's own error for a bad value repeats the value, and a malformed key
+/// is often a real secret with a typo. `flag` and `env` name where it came from.
 #[derive(Clone)]
-struct RunnerKeyParser;
+pub(crate) struct SecretParser<T> {
+    pub flag: &'static str,
+    pub env: &'static str,
+    _secret: std::marker::PhantomData<fn() -> T>,
+}
 
-impl TypedValueParser for RunnerKeyParser {
-    type Value = RunnerKey;
+impl<T> SecretParser<T> {
+    pub(crate) const fn new(flag: &'static str, env: &'static str) -> Self {
+        Self {
+            flag,
+            env,
+            _secret: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T> TypedValueParser for SecretParser<T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Display,
+{
+    type Value = T;
 
     fn parse_ref(
         &self,
         cmd: &clap::Command,
         arg: Option<&clap::Arg>,
         value: &OsStr,
-    ) -> Result<RunnerKey, clap::Error> {
+    ) -> Result<T, clap::Error> {
         // Trimmed because `$(cat key-file)` and copy-paste bring stray whitespace.
         let reason = match value.to_str().map(str::trim) {
-            Some("") => "it is empty; pass a key or unset BENCHER_RUNNER_KEY".to_owned(),
-            Some(text) => match text.parse::<RunnerKey>() {
-                Ok(key) => return Ok(key),
+            Some("") => format!("it is empty; pass a value or unset {}", self.env),
+            Some(text) => match text.parse::<T>() {
+                Ok(secret) => return Ok(secret),
                 Err(e) => e.to_string(),
             },
             None => "it is not valid UTF-8".to_owned(),
         };
-        let name = arg.map_or_else(|| "--key".to_owned(), ToString::to_string);
+        let name = arg.map_or_else(|| self.flag.to_owned(), ToString::to_string);
         let message = format!(
             "invalid value for '{name}': {reason} (the value is not shown because it is secret)\n"
         );

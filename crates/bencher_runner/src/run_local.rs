@@ -5,7 +5,6 @@
 //! listens for SIGINT and SIGTERM to cancel.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -15,6 +14,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use bencher_client::registry::{RegistryClient, RegistryCredential};
+
+use crate::cli::SecretParser;
 use bencher_oci::config::ImageConfig;
 use bencher_oci::digest::{Digest, DigestVerifier};
 use bencher_oci::layer::{UnpackLimits, Unpacker, decompress};
@@ -23,8 +24,7 @@ use bencher_oci::platform::{Platform, select_manifest};
 use bencher_oci::reference::{ManifestRef, Reference, Target};
 use bencher_types::protocol::{IterationResult, JobConfig, MAX_COMMAND_ITEMS};
 use bencher_types::{ApiToken, ByteSize, Cpu, MAX_ITERATIONS, MAX_JOB_TIMEOUT, ProjectUuid};
-use clap::builder::{BoolishValueParser, TypedValueParser};
-use clap::error::ErrorKind;
+use clap::builder::BoolishValueParser;
 use clap::{ArgAction, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -65,7 +65,7 @@ pub struct RunArgs {
         long,
         env = "BENCHER_API_TOKEN",
         hide_env_values = true,
-        value_parser = ApiTokenParser
+        value_parser = SecretParser::<ApiToken>::new("--token", "BENCHER_API_TOKEN")
     )]
     pub token: Option<ApiToken>,
     /// The sandbox to run in. Only `none` (directly on this host, in a chroot of the
@@ -587,35 +587,6 @@ fn parse_env(value: &str) -> Result<(String, String), String> {
     match value.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
         _ => Err(format!("`{value}` is not KEY=VALUE")),
-    }
-}
-
-/// Parses `--token` without ever echoing it, even when it is malformed.
-#[derive(Clone)]
-struct ApiTokenParser;
-
-impl TypedValueParser for ApiTokenParser {
-    type Value = ApiToken;
-
-    fn parse_ref(
-        &self,
-        cmd: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &OsStr,
-    ) -> Result<ApiToken, clap::Error> {
-        let reason = match value.to_str().map(str::trim) {
-            Some("") => "it is empty; pass a token or unset BENCHER_API_TOKEN".to_owned(),
-            Some(text) => match text.parse::<ApiToken>() {
-                Ok(token) => return Ok(token),
-                Err(e) => e.to_string(),
-            },
-            None => "it is not valid UTF-8".to_owned(),
-        };
-        let name = arg.map_or_else(|| "--token".to_owned(), ToString::to_string);
-        let message = format!(
-            "invalid value for '{name}': {reason} (the value is not shown because it is secret)\n"
-        );
-        Err(clap::Error::raw(ErrorKind::ValueValidation, message).with_cmd(cmd))
     }
 }
 

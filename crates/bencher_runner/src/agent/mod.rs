@@ -135,14 +135,4 @@ pub async fn up(args: UpArgs, signals: mpsc::UnboundedReceiver<()>) -> Result<Ex
     Ok(driver::run(core_config, link_config, backend, spool, signals).await?)
 }
 
-/// An error and its sources on one line: `a: b: c`.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use bencher_client::error_chain;
