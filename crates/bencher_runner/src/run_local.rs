@@ -30,7 +30,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::executor::{self, ExecOutcome, ExecRequest, OutputLimits, Sandbox, UnavailableSandbox};
+use crate::executor::{
+    self, ExecOutcome, ExecRequest, OutputLimits, Resources, Sandbox, UnavailableSandbox,
+};
 use crate::image::{ImageCache, PulledImage};
 
 /// The default job timeout of `runner run`, in seconds.
@@ -115,15 +117,16 @@ pub struct RunArgs {
     /// path is taken from the image's working directory
     #[arg(long = "output", value_name = "PATH")]
     pub output: Vec<String>,
-    /// CPUs for the job, where the sandbox enforces it (sandbox `none` does not)
+    /// CPUs for the job (default 1), where the sandbox enforces it (sandbox `none` does
+    /// not)
     #[arg(long)]
     pub vcpus: Option<Cpu>,
-    /// Memory for the job, e.g. `4GiB`, where the sandbox enforces it (sandbox `none`
-    /// does not)
+    /// Memory for the job, e.g. `4GiB` (default 1GiB), where the sandbox enforces it
+    /// (sandbox `none` does not)
     #[arg(long)]
     pub memory: Option<ByteSize>,
-    /// Disk for the job, e.g. `10GiB`, where the sandbox enforces it (sandbox `none`
-    /// does not)
+    /// Writable disk for the job, e.g. `10GiB` (default 2GiB), where the sandbox
+    /// enforces it (sandbox `none` does not)
     #[arg(long)]
     pub disk: Option<ByteSize>,
     /// The maximum size in bytes for collected stdout and stderr, per iteration
@@ -222,6 +225,16 @@ pub async fn run_to(args: RunArgs, out: &mut (dyn Write + Send)) -> anyhow::Resu
         rootfs: image.rootfs.clone(),
         image: image.config.clone(),
         config: job_config(&args, &image.digest)?,
+        resources: Resources {
+            cpus: args.vcpus.map_or(Resources::RUN_DEFAULT.cpus, Cpu::get),
+            memory: args
+                .memory
+                .map_or(Resources::RUN_DEFAULT.memory, ByteSize::bytes),
+            disk: args
+                .disk
+                .map_or(Resources::RUN_DEFAULT.disk, ByteSize::bytes),
+            network: args.network,
+        },
         limits: OutputLimits {
             max_output_size: args.max_output_size.bytes(),
             max_file_count: args.max_file_count,

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bencher_oci::config::ImageConfig;
-use bencher_runner::executor::{self, ExecOutcome, ExecRequest, OutputLimits, Sandbox};
+use bencher_runner::executor::{self, ExecOutcome, ExecRequest, OutputLimits, Resources, Sandbox};
 use bencher_types::protocol::{IterationResult, JobConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -207,6 +207,7 @@ fn request_with(image: ImageConfig, config: JobConfig) -> ExecRequest {
         rootfs: rootfs().to_owned(),
         image,
         config,
+        resources: Resources::RUN_DEFAULT,
         limits: OutputLimits::default(),
         grace_period: Duration::from_millis(200),
     }

@@ -19,7 +19,7 @@ use super::core::{ALLOW_NO_SANDBOX_FLAG, Assignment, JobOutcome, NoSandbox};
 use super::driver::JobBackend;
 use super::error_chain;
 use crate::cli::UpArgs;
-use crate::executor::{self, Capability, ExecOutcome, ExecRequest, OutputLimits};
+use crate::executor::{self, Capability, ExecOutcome, ExecRequest, OutputLimits, Resources};
 use crate::image::{ImageCache, PulledImage};
 
 /// Pulls with the job's token into the shared cache, then runs the executor.
@@ -98,6 +98,7 @@ impl JobBackend for HostBackend {
             rootfs: prepared.rootfs.clone(),
             image: prepared.image.config.clone(),
             config: prepared.assignment.config.clone(),
+            resources: Resources::from_spec(&prepared.assignment.spec),
             limits: self.limits,
             grace_period: self.grace_period,
         };

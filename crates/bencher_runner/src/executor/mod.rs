@@ -130,6 +130,39 @@ impl Default for OutputLimits {
     }
 }
 
+/// What the job's Spec grants it: the sandbox enforces these where it can
+/// ([`Capability::enforces_resources`], [`Capability::isolates_network`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    pub cpus: u32,
+    /// Bytes of memory.
+    pub memory: u64,
+    /// Bytes of writable disk for the job.
+    pub disk: u64,
+    /// Whether the job may use the network.
+    pub network: bool,
+}
+
+impl Resources {
+    /// `runner run` without `--vcpus`, `--memory`, `--disk`: a small machine.
+    pub const RUN_DEFAULT: Resources = Resources {
+        cpus: 1,
+        memory: 1 << 30,
+        disk: 2 << 30,
+        network: false,
+    };
+
+    /// A Spec's hardware, as the job gets it.
+    pub fn from_spec(spec: &bencher_types::JsonSpec) -> Self {
+        Self {
+            cpus: spec.cpu.get(),
+            memory: spec.memory.bytes(),
+            disk: spec.disk.bytes(),
+            network: spec.network,
+        }
+    }
+}
+
 /// One job to execute.
 #[derive(Debug, Clone)]
 pub struct ExecRequest {
@@ -139,6 +172,7 @@ pub struct ExecRequest {
     /// The image's config: default entrypoint, cmd, env, working dir, user.
     pub image: ImageConfig,
     pub config: JobConfig,
+    pub resources: Resources,
     pub limits: OutputLimits,
     /// After the benchmark exits, how long processes it left behind may keep running
     /// (and writing output files) before they are killed and the output collected.

@@ -87,6 +87,8 @@ pub(super) async fn execute(request: ExecRequest, cancel: CancellationToken) -> 
         config,
         limits,
         grace_period,
+        // Sandbox `none` enforces none of the Spec's resources (its capability says so).
+        resources: _,
     } = request;
     let refuse = |error: String| ExecOutcome::Failed {
         results: Vec::new(),
