@@ -239,9 +239,11 @@ fn job(uuid: JobUuid, sandbox: Option<&str>) -> Value {
         "slug": "intel-v1",
         "os": "linux",
         "architecture": host_arch(),
-        "cpu": 4,
-        "memory": 51539607552u64,
-        "disk": 137438953472u64,
+        // Small enough for any test machine: the real binary refuses a Spec larger
+        // than its host.
+        "cpu": 1,
+        "memory": 1u64 << 30,
+        "disk": 1u64 << 30,
         "network": false,
         "fallback": false,
         "created": "2026-01-01T00:00:00Z",
@@ -353,6 +355,11 @@ impl Agent {
                 NoSandbox::Refused
             },
             sandboxes: vec![Sandbox::Firecracker],
+            machine: core::Machine {
+                cpus: 64,
+                memory: 1 << 40,
+                disk: 1 << 44,
+            },
             timing: core::Timing::default(),
         };
         let key: RunnerKey = KEY.parse().unwrap();

@@ -7,10 +7,16 @@ mod common;
 
 use bencher_test_support::reqwest::Method;
 use bencher_test_support::{Backend, TestServer, backend_tests};
-use common::{E2E_REPO, Runner, privileged, push_host_image, register_runner, run_job};
+use common::{
+    E2E_REPO, Runner, job, post, privileged, push_host_image, register_runner, run_job, submit,
+};
 use serde_json::{Value, json};
 
-backend_tests!(a_job_runs_end_to_end, large_output_is_uploaded);
+backend_tests!(
+    a_job_runs_end_to_end,
+    large_output_is_uploaded,
+    specs_the_runner_cannot_serve_are_never_claimed
+);
 
 async fn a_job_runs_end_to_end(backend: Backend) {
     if !privileged() {
@@ -95,5 +101,51 @@ async fn large_output_is_uploaded(backend: Backend) {
     let (code, log) = runner.stop().await;
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("output uploaded"), "{log}");
+    server.stop().await;
+}
+
+/// The runner announces what it can run (extension `capabilities`) and the server never
+/// dispatches it a job of a Spec it cannot serve: the older job, for a Spec larger than
+/// any host, stays pending while a younger one for the host runs. The runner says why.
+async fn specs_the_runner_cannot_serve_are_never_claimed(backend: Backend) {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start(backend).await;
+    push_host_image(&server).await;
+    let key = register_runner(&server).await;
+    let arch = if cfg!(target_arch = "aarch64") {
+        "aarch64"
+    } else {
+        "x86_64"
+    };
+    post(
+        &server,
+        "/v0/specs",
+        json!({ "name": "Huge", "slug": "huge", "os": "linux", "architecture": arch, "cpu": 4096, "memory": 1 << 30, "disk": 1 << 30 }),
+    )
+    .await;
+    post(&server, "/v0/runners/e2e/specs", json!({ "spec": "huge" })).await;
+    // Submitted first: without the gate, the runner would claim it first (oldest first).
+    let huge = submit(
+        &server,
+        json!({ "image": format!("{E2E_REPO}:v1"), "spec": "huge", "cmd": ["/bin/true"] }),
+    )
+    .await;
+    let runner = Runner::start(&server, &key);
+    let done = run_job(
+        &server,
+        json!({ "image": format!("{E2E_REPO}:v1"), "spec": "host", "cmd": ["/bin/sh", "-c", "echo served"] }),
+        &["completed", "failed", "canceled"],
+    )
+    .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(job(&server, &huge).await["status"], "pending");
+    let (code, log) = runner.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("not serving this Spec") && log.contains("the Spec has 4096 CPUs"),
+        "the runner says which Spec it does not serve and why: {log}"
+    );
     server.stop().await;
 }

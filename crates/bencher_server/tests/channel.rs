@@ -270,6 +270,7 @@ backend_tests!(
     timeouts_survive_a_restart,
     two_processes_share_the_queue,
     uploaded_output,
+    capabilities_gate_dispatch,
 );
 
 async fn refused_before_the_upgrade(backend: Backend) {
@@ -1010,4 +1011,69 @@ async fn uploaded_output(backend: Backend) {
         .await;
     assert_eq!(channel.expect("ack").await["job"].as_str(), Some(uuid));
     assert_eq!(view(&server, uuid).await, done);
+}
+
+/// A runner's `capabilities` in `ready`.
+fn capabilities(sandboxes: &[&str], cpus: u32) -> Value {
+    json!({
+        "os": "linux", "arch": "x86_64", "no_sandbox": false, "sandboxes": sandboxes,
+        "cpus": cpus, "memory": 64u64 << 30, "disk": 1u64 << 40,
+    })
+}
+
+async fn capabilities_gate_dispatch(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let fixture = fixture(&server).await;
+    let (runner, key) = create_runner(&server, "alpha", &[&fixture.spec]).await;
+
+    // The runner reads its own Specs with its key (and only its own).
+    let url = format!("{}v0/runners/{runner}/specs", server.url);
+    let http = reqwest::Client::new();
+    let specs: Value = http
+        .get(&url)
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(specs[0]["uuid"].as_str(), Some(fixture.spec.as_str()));
+    let (other, _) = create_runner(&server, "beta", &[&fixture.spec]).await;
+    let refused = http
+        .get(format!("{}v0/runners/{other}/specs", server.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+
+    let submitted = submit(&server, &fixture, json!({})).await;
+    let mut channel = open(&server, &runner, &key).await;
+    // The Spec needs firecracker and 4 CPUs: a runner without either gets nothing.
+    for capabilities in [
+        capabilities(&["gvisor"], 8),
+        capabilities(&["firecracker"], 2),
+    ] {
+        channel
+            .send(json!({
+                "event": "ready", "poll_timeout": 1, "features": ["capabilities"],
+                "capabilities": capabilities,
+            }))
+            .await;
+        channel.expect("no_job").await;
+    }
+    assert_eq!(
+        view(&server, submitted["uuid"].as_str().unwrap()).await["status"],
+        "pending"
+    );
+    // Capable, it gets the job.
+    channel
+        .send(json!({
+            "event": "ready", "poll_timeout": 60, "features": ["capabilities"],
+            "capabilities": capabilities(&["firecracker"], 4),
+        }))
+        .await;
+    let job = channel.expect("job").await;
+    assert_eq!(job["uuid"], submitted["uuid"]);
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bencher_oci::digest::Digest;
 use bencher_server::queue::{self, JobEvent, Timeouts};
 use bencher_server::store::Store;
-use bencher_server::store::jobs::{JobChange, NewRun, TransitionError, Transitioned};
+use bencher_server::store::jobs::{Claimant, JobChange, NewRun, TransitionError, Transitioned};
 use bencher_test_support::reqwest::{Method, Response, StatusCode};
 use bencher_test_support::{Backend, TestServer, backend_tests};
 use bencher_types::protocol::JobConfig;
@@ -213,20 +213,39 @@ async fn rows(server: &TestServer, project: ProjectUuid) -> (usize, usize, usize
     )
 }
 
+/// The key hash of every runner [`create_runner`] makes.
+const KEY_HASH: &str = "not-a-real-key-hash";
+
+/// A runner with its channel recorded as connected, as [`claimant`] claims through.
 async fn create_runner(server: &TestServer, name: &str) -> RunnerUuid {
-    server
-        .store()
+    let store = server.store();
+    let runner = store
         .create_runner(
             &JsonNewRunner {
                 name: name.parse().unwrap(),
                 slug: None,
             },
-            "not-a-real-key-hash",
+            KEY_HASH,
             server.clock.now(),
         )
         .await
         .unwrap()
-        .uuid
+        .uuid;
+    let connected = store
+        .runner_connected(runner, runner.as_uuid(), KEY_HASH, server.clock.now())
+        .await
+        .unwrap();
+    assert!(connected);
+    runner
+}
+
+/// The channel [`create_runner`] connected.
+fn claimant(runner: RunnerUuid) -> Claimant {
+    Claimant {
+        runner,
+        connection: runner.as_uuid(),
+        key_hash: KEY_HASH.to_owned(),
+    }
 }
 
 /// `time` at the store's precision (milliseconds), so stored times compare equal.
@@ -723,13 +742,13 @@ async fn lists_filter_and_paginate(backend: Backend) {
     // through to processed.
     let now = server.clock.now();
     let claimed = store
-        .claim_next(runner, &[spec], now)
+        .claim_next(&claimant(runner), &[spec], now)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(claimed.uuid.to_string(), jobs[2]);
     let done = store
-        .claim_next(runner, &[spec], now)
+        .claim_next(&claimant(runner), &[spec], now)
         .await
         .unwrap()
         .unwrap();
@@ -885,7 +904,7 @@ async fn view_redacts_environment_values(backend: Backend) {
     let now = server.clock.now();
     server
         .store()
-        .claim_next(runner, &[spec_uuid(&spec)], now)
+        .claim_next(&claimant(runner), &[spec_uuid(&spec)], now)
         .await
         .unwrap()
         .unwrap();
@@ -955,7 +974,10 @@ async fn cancel_rules(backend: Backend) {
             .await;
             let uuid = job_uuid(&job);
             if claim {
-                let claimed = store.claim_next(runner, &[spec], now).await.unwrap();
+                let claimed = store
+                    .claim_next(&claimant(runner), &[spec], now)
+                    .await
+                    .unwrap();
                 assert_eq!(claimed.unwrap().uuid, uuid);
             }
             for event in events {
@@ -1109,10 +1131,42 @@ async fn lifecycle_through_the_store(backend: Backend) {
     assert_eq!(job.status, JobStatus::Pending);
     assert_eq!(job.spec.uuid, spec, "the fallback Spec");
     assert_eq!(
-        store.claim_next(r1, &[], t0).await.unwrap().map(|j| j.uuid),
+        store
+            .claim_next(&claimant(r1), &[], t0)
+            .await
+            .unwrap()
+            .map(|j| j.uuid),
         None
     );
-    let claimed = store.claim_next(r1, &[spec], at(1)).await.unwrap().unwrap();
+    // A channel that no longer holds the runner claims nothing: a replaced connection,
+    // a rotated key, an archived runner (checked in the claim itself, before any
+    // notification of the change arrives).
+    let replaced = Claimant {
+        connection: uuid::Uuid::new_v4(),
+        ..claimant(r1)
+    };
+    let rotated = Claimant {
+        key_hash: "the-key-before-rotation".to_owned(),
+        ..claimant(r1)
+    };
+    for stale in [&replaced, &rotated] {
+        assert!(
+            store
+                .claim_next(stale, &[spec], t0)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert_eq!(
+        store.get_job(job.uuid).await.unwrap().status,
+        JobStatus::Pending
+    );
+    let claimed = store
+        .claim_next(&claimant(r1), &[spec], at(1))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (claimed.uuid, claimed.status),
         (job.uuid, JobStatus::Claimed)
@@ -1123,7 +1177,7 @@ async fn lifecycle_through_the_store(backend: Backend) {
     );
     assert!(
         store
-            .claim_next(r2, &[spec], at(1))
+            .claim_next(&claimant(r2), &[spec], at(1))
             .await
             .unwrap()
             .is_none()
@@ -1153,7 +1207,11 @@ async fn lifecycle_through_the_store(backend: Backend) {
         store.unclaim(job.uuid, r1, at(2)).await,
         Err(TransitionError::NotClaimedBy { .. })
     ));
-    let reclaimed = store.claim_next(r2, &[spec], at(3)).await.unwrap().unwrap();
+    let reclaimed = store
+        .claim_next(&claimant(r2), &[spec], at(3))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((reclaimed.uuid, reclaimed.runner), (job.uuid, Some(r2)));
 
     // Running, and running again after a reconnect: the repeat changes nothing.
@@ -1270,7 +1328,7 @@ async fn lifecycle_through_the_store(backend: Backend) {
         .await
         .unwrap();
     store
-        .claim_next(r1, &[spec], at(201))
+        .claim_next(&claimant(r1), &[spec], at(201))
         .await
         .unwrap()
         .unwrap();
@@ -1291,7 +1349,7 @@ async fn lifecycle_through_the_store(backend: Backend) {
         .await
         .unwrap();
     let claimed = store
-        .claim_next(r1, &[spec], at(300))
+        .claim_next(&claimant(r1), &[spec], at(300))
         .await
         .unwrap()
         .unwrap();
@@ -1332,7 +1390,7 @@ async fn concurrent_changes_never_overwrite(backend: Backend) {
             .await
             .unwrap();
         store
-            .claim_next(runner, &[spec], now)
+            .claim_next(&claimant(runner), &[spec], now)
             .await
             .unwrap()
             .unwrap();
@@ -1432,7 +1490,7 @@ async fn claims_are_exactly_once(backend: Backend) {
         tasks.push(tokio::spawn(async move {
             let mut claimed = Vec::new();
             while let Some(job) = store
-                .claim_next(runner, &[fallback, other], now)
+                .claim_next(&claimant(runner), &[fallback, other], now)
                 .await
                 .unwrap()
             {
@@ -1490,7 +1548,7 @@ async fn claims_are_exactly_once(backend: Backend) {
     expected.sort();
     let mut order = Vec::new();
     while let Some(job) = store
-        .claim_next(runners[0], &[fallback], server.clock.now())
+        .claim_next(&claimant(runners[0]), &[fallback], server.clock.now())
         .await
         .unwrap()
     {

@@ -4,6 +4,7 @@
 //! Everything here is pure data with validation at construction; no IO. Values that
 //! exist are valid, so code past the edge never re-checks them.
 
+mod capabilities;
 mod id;
 mod job;
 mod name;
@@ -18,6 +19,7 @@ mod slug;
 mod spec;
 mod token;
 
+pub use capabilities::{Capabilities, Unservable};
 pub use id::{
     BranchUuid, JobUuid, ProjectUuid, ReportUuid, ResourceId, RunnerUuid, SpecUuid, TestbedUuid,
     TokenUuid,

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{JobUuid, JsonSpec, ProjectUuid};
+use crate::{Capabilities, JobUuid, JsonSpec, ProjectUuid};
 
 /// Limits from the protocol: entrypoint and cmd at most 64 items, env and file paths at
 /// most 255.
@@ -54,9 +54,14 @@ pub enum RunnerMessage {
         poll_timeout: Option<u32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         runner: Option<RunnerMetadata>,
-        /// Protocol extensions the runner speaks (`upload`, `logs`).
+        /// Protocol extensions the runner speaks (`upload`, `logs`, `capabilities`).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         features: Vec<String>,
+        /// Extension `capabilities`: what the runner can run. The server then claims
+        /// jobs only for Specs it serves ([`Capabilities::serves`]); without it, every
+        /// Spec linked to the runner.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        capabilities: Option<Capabilities>,
     },
     /// Setup done, the benchmark is starting (or, after a reconnect, still running).
     Running {
@@ -235,9 +240,25 @@ mod tests {
             RunnerMessage::Ready {
                 poll_timeout: Some(55),
                 runner: None,
-                features: vec![]
+                features: vec![],
+                capabilities: None,
             }
         );
+        let ready = RunnerMessage::parse(
+            r#"{"event":"ready","features":["capabilities"],"capabilities":{"os":"linux",
+            "arch":"x86_64","no_sandbox":true,"sandboxes":["qemu"],"cpus":2,"memory":1024,
+            "disk":2048}}"#,
+        )
+        .unwrap();
+        let RunnerMessage::Ready {
+            capabilities: Some(capabilities),
+            ..
+        } = ready
+        else {
+            panic!("capabilities not read: {ready:?}");
+        };
+        assert_eq!(capabilities.sandboxes, ["qemu"]);
+        assert_eq!((capabilities.cpus, capabilities.disk), (2, 2048));
         assert_eq!(
             RunnerMessage::parse(r#"{"event":"heartbeat"}"#).unwrap(),
             RunnerMessage::Heartbeat

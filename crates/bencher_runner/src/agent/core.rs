@@ -40,7 +40,7 @@ use std::time::Duration;
 use bencher_types::protocol::{
     IterationResult, JobConfig, ParseError, RunnerMessage, RunnerMetadata, ServerMessage,
 };
-use bencher_types::{Architecture, JobUuid, JsonSpec, Os, Sandbox};
+use bencher_types::{Architecture, Capabilities, JobUuid, JsonSpec, Os, Sandbox};
 
 use crate::spool::terminal_job;
 
@@ -97,7 +97,40 @@ pub struct Config {
     pub no_sandbox: NoSandbox,
     /// The sandboxes this runner found working at start.
     pub sandboxes: Vec<Sandbox>,
+    /// The host's CPUs, memory and disk, which a Spec must fit.
+    pub machine: Machine,
     pub timing: Timing,
+}
+
+/// The host's size, measured at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Machine {
+    pub cpus: u32,
+    /// Bytes of RAM.
+    pub memory: u64,
+    /// Bytes of the filesystem holding the image cache.
+    pub disk: u64,
+}
+
+impl Config {
+    /// What `ready` announces (extension `capabilities`), so the server dispatches only
+    /// jobs this runner can run.
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            os: self
+                .os
+                .map_or_else(|| std::env::consts::OS.to_owned(), |os| os.to_string()),
+            arch: self.architecture.map_or_else(
+                || std::env::consts::ARCH.to_owned(),
+                |arch| arch.to_string(),
+            ),
+            no_sandbox: self.no_sandbox == NoSandbox::Allowed,
+            sandboxes: self.sandboxes.iter().map(ToString::to_string).collect(),
+            cpus: self.machine.cpus,
+            memory: self.machine.memory,
+            disk: self.machine.disk,
+        }
+    }
 }
 
 /// Whether this runner runs jobs whose Spec has no sandbox (directly on the host).
@@ -768,7 +801,7 @@ impl State {
                 host(config.architecture.map(|arch| arch.to_string())),
             ));
         }
-        match spec.sandbox {
+        let sandbox_allowed = match spec.sandbox {
             None => match &config.no_sandbox {
                 NoSandbox::Refused => Err(format!(
                     "the job's spec `{}` has no sandbox, and this runner only runs sandboxed \
@@ -801,7 +834,15 @@ impl State {
                 ))
             }
             Some(_) => Ok(()),
-        }
+        };
+        sandbox_allowed?;
+        // The platform and sandbox pass: what is left is the Spec's size.
+        config.capabilities().serves(spec).map_err(|why| {
+            format!(
+                "this runner cannot run the job's spec `{}`: {why}",
+                spec.slug
+            )
+        })
     }
 
     fn prepared(&mut self, uuid: JobUuid, fx: &mut Effects) {
@@ -920,6 +961,7 @@ impl State {
                         poll_timeout: Some(self.config.poll_timeout),
                         runner: Some(self.config.metadata.clone()),
                         features: self.config.features.clone(),
+                        capabilities: Some(self.config.capabilities()),
                     };
                     self.send(ready, fx);
                 }

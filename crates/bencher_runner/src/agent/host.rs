@@ -2,7 +2,7 @@
 //! the image cache (`prepare`), the executor's processes or sandboxes (`execute`), and
 //! `/proc/meminfo` (the capability check).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -11,11 +11,11 @@ use bencher_oci::digest::Digest;
 use bencher_oci::layer::UnpackLimits;
 use bencher_oci::platform::Platform;
 use bencher_oci::reference::ManifestRef;
-use bencher_types::{Architecture, Os, Sandbox};
+use bencher_types::{Architecture, JsonSpec, Os, Sandbox};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::core::{ALLOW_NO_SANDBOX_FLAG, Assignment, JobOutcome, NoSandbox};
+use super::core::{ALLOW_NO_SANDBOX_FLAG, Assignment, JobOutcome, Machine, NoSandbox};
 use super::driver::JobBackend;
 use super::error_chain;
 use crate::cli::UpArgs;
@@ -176,6 +176,32 @@ impl Capabilities {
         }
     }
 
+    /// The host's size: CPUs, memory, and the filesystem holding `cache_dir`, where
+    /// jobs' root filesystems and disks live. Blocking (one `statvfs`).
+    pub fn machine(&self, cache_dir: &Path) -> Machine {
+        let disk = rustix::fs::statvfs(cache_dir)
+            .map(|fs| fs.f_blocks.saturating_mul(fs.f_frsize))
+            .unwrap_or_else(|error| {
+                tracing::warn!(
+                    cache = %cache_dir.display(), %error,
+                    "cannot read the cache filesystem's size; Specs with a disk will be refused"
+                );
+                0
+            });
+        let machine = Machine {
+            cpus: u32::try_from(self.cpus).unwrap_or(u32::MAX),
+            memory: self.memory.unwrap_or(0),
+            disk,
+        };
+        tracing::info!(
+            cpus = machine.cpus,
+            memory = machine.memory,
+            disk = machine.disk,
+            "host size, which a Spec must fit"
+        );
+        machine
+    }
+
     /// The sandboxes that work here.
     pub fn sandboxes(&self) -> Vec<Sandbox> {
         self.sandboxes
@@ -244,6 +270,31 @@ impl Capabilities {
             ),
             (_, false) => {}
         }
+    }
+}
+
+/// Logs, for each Spec linked to the runner, whether it serves it and why not: the
+/// server dispatches only the Specs it serves (extension `capabilities`).
+pub fn log_specs(specs: &[JsonSpec], capabilities: &bencher_types::Capabilities) {
+    if specs.is_empty() {
+        tracing::warn!("no Spec is linked to this runner: it will never get a job");
+        return;
+    }
+    let mut served = 0;
+    for spec in specs {
+        match capabilities.serves(spec) {
+            Ok(()) => {
+                served += 1;
+                tracing::info!(spec = %spec.slug, "serving this Spec");
+            }
+            Err(why) => tracing::warn!(
+                spec = %spec.slug, reason = %why,
+                "not serving this Spec: its jobs go to other runners"
+            ),
+        }
+    }
+    if served == 0 {
+        tracing::warn!("this runner serves none of its Specs: it will never get a job");
     }
 }
 

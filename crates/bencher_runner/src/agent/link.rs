@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bencher_types::protocol::{ParseError, RunnerMessage, ServerMessage};
-use bencher_types::{JobUuid, ResourceId, RunnerKey};
+use bencher_types::{JobUuid, JsonSpec, MAX_PER_PAGE, ResourceId, RunnerKey};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -427,6 +427,11 @@ async fn by_reference(config: &LinkConfig, text: String) -> Result<String, Strin
 
 /// The output endpoint next to the channel URL `ws(s)://…/v0/runners/{runner}/channel`.
 fn output_url(channel: &Url, job: JobUuid) -> Result<Url, String> {
+    runner_url(channel, &["jobs", &job.to_string(), "output"])
+}
+
+/// `…/v0/runners/{runner}/` + `segments`, over HTTP(S), from the channel URL.
+fn runner_url(channel: &Url, segments: &[&str]) -> Result<Url, String> {
     let mut url = channel.clone();
     let scheme = if url.scheme() == "wss" {
         "https"
@@ -438,8 +443,37 @@ fn output_url(channel: &Url, job: JobUuid) -> Result<Url, String> {
     url.path_segments_mut()
         .map_err(|()| format!("cannot make an HTTP URL of {channel}"))?
         .pop()
-        .extend(["jobs", &job.to_string(), "output"]);
+        .extend(segments);
     Ok(url)
+}
+
+/// The Specs linked to this runner (`GET /v0/runners/{runner}/specs` with the runner's
+/// key), so the runner can say at start which of them it cannot serve.
+pub async fn fetch_specs(config: &LinkConfig) -> Result<Vec<JsonSpec>, String> {
+    let mut url = runner_url(&config.url, &["specs"])?;
+    url.query_pairs_mut()
+        .append_pair("per_page", &MAX_PER_PAGE.to_string());
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls((*config.tls).clone())
+        .connect_timeout(config.connect_timeout)
+        .timeout(config.connect_timeout)
+        .build()
+        .map_err(|e| format!("cannot set up the request: {e}"))?;
+    let response = client
+        .get(url.clone())
+        .bearer_auth(config.key.expose_secret())
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        return Err(format!("{url} answered {status}: {text}"));
+    }
+    response
+        .json()
+        .await
+        .map_err(|e| format!("unexpected answer from {url}: {e}"))
 }
 
 /// `PUT`s the output document; the digest the server stored it under, or `None` when

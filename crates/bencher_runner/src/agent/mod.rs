@@ -116,21 +116,36 @@ pub async fn up(args: UpArgs, signals: mpsc::UnboundedReceiver<()>) -> Result<Ex
         "starting"
     );
 
+    let machine = {
+        let capabilities = capabilities.clone();
+        let dir = cache_dir.clone();
+        tokio::task::spawn_blocking(move || capabilities.machine(&dir))
+            .await
+            .map_err(driver::AgentError::Task)?
+    };
     let core_config = core::Config {
         poll_timeout: args.poll_timeout,
         metadata: metadata(),
-        // `upload`: large output goes over HTTP first (see `link`).
-        features: vec!["upload".to_owned()],
+        // `upload`: large output goes over HTTP first (see `link`). `capabilities`:
+        // `ready` says what this runner can run.
+        features: vec!["upload".to_owned(), "capabilities".to_owned()],
         os: capabilities.os,
         architecture: capabilities.architecture,
         no_sandbox: capabilities.no_sandbox(args.danger_allow_no_sandbox),
         sandboxes: capabilities.sandboxes(),
+        machine,
         timing: core::Timing {
             drain: args.drain_timeout(),
             ..core::Timing::default()
         },
     };
     let link_config = link_config(&args).map_err(UpError::Link)?;
+    // Which Specs this runner serves, said once at start; an unreachable server only
+    // delays this (the link keeps retrying), and the server applies the same rule.
+    match link::fetch_specs(&link_config).await {
+        Ok(specs) => host::log_specs(&specs, &core_config.capabilities()),
+        Err(error) => tracing::warn!(%error, "cannot read this runner's Specs now"),
+    }
     let backend = Arc::new(host::HostBackend::new(cache, &args));
     Ok(driver::run(core_config, link_config, backend, spool, signals).await?)
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bencher_types::protocol::{IterationResult, ParseError, RunnerMessage, ServerMessage};
-use bencher_types::{JobUuid, ResourceId, RunnerUuid, Slug, SpecUuid};
+use bencher_types::{Capabilities, JobUuid, JsonSpec, ResourceId, RunnerUuid, Slug, SpecUuid};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -32,7 +32,7 @@ use crate::clock::Clock;
 use crate::http::error::error_chain;
 use crate::queue::{self, JobEvent, RunningAnswer, TerminalOutcome, Timeouts};
 use crate::registry::token::RegistryTokens;
-use crate::store::jobs::{Job, JobChange, TransitionError};
+use crate::store::jobs::{Claimant, Job, JobChange, TransitionError};
 use crate::store::{Store, StoreError};
 
 /// A job's pull token outlives the job's hard limit by this much: the runner pulls at
@@ -285,6 +285,7 @@ impl Channel {
                 poll_timeout: requested,
                 runner,
                 features,
+                capabilities,
             } => {
                 if let Some(meta) = runner {
                     tracing::debug!(
@@ -295,14 +296,12 @@ impl Channel {
                 // The runner is idle: whatever it held is over for it.
                 self.set_current(None);
                 self.poll = None;
-                let specs = self
+                let linked = self
                     .ctx
                     .store
                     .runner_specs(&ResourceId::Uuid(self.ctx.runner.as_uuid()))
-                    .await?
-                    .into_iter()
-                    .map(|spec| spec.uuid)
-                    .collect();
+                    .await?;
+                let specs = self.servable(linked, capabilities.as_ref());
                 let deadline = Instant::now() + poll_timeout(requested);
                 self.dispatch(deadline, specs).await
             }
@@ -328,6 +327,29 @@ impl Channel {
         }
     }
 
+    /// The runner's Specs it can serve. A runner that announced no capabilities gets
+    /// every linked Spec (the base protocol) and refuses what it cannot run.
+    fn servable(
+        &self,
+        linked: Vec<JsonSpec>,
+        capabilities: Option<&Capabilities>,
+    ) -> Vec<SpecUuid> {
+        linked
+            .into_iter()
+            .filter(|spec| match capabilities.map(|c| c.serves(spec)) {
+                None | Some(Ok(())) => true,
+                Some(Err(why)) => {
+                    tracing::debug!(
+                        runner = %self.ctx.runner, spec = %spec.slug, %why,
+                        "not dispatching this Spec's jobs to the runner"
+                    );
+                    false
+                }
+            })
+            .map(|spec| spec.uuid)
+            .collect()
+    }
+
     /// Claims the best job for the runner's Specs and sends it, or waits for one until
     /// `deadline`. The wait is registered before the claim, so a job submitted while
     /// claiming wakes it.
@@ -340,7 +362,7 @@ impl Channel {
         let claimed = self
             .ctx
             .store
-            .claim_next(self.ctx.runner, &specs, self.ctx.clock.now())
+            .claim_next(&self.claimant(), &specs, self.ctx.clock.now())
             .await?;
         match claimed {
             Some(job) => {
@@ -356,6 +378,15 @@ impl Channel {
                 });
                 Ok(())
             }
+        }
+    }
+
+    /// This channel as the store checks it at each claim.
+    fn claimant(&self) -> Claimant {
+        Claimant {
+            runner: self.ctx.runner,
+            connection: self.connection,
+            key_hash: self.ctx.key_hash.clone(),
         }
     }
 

@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 
 use axum::body::Body;
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -275,20 +275,35 @@ pub async fn channel(
         .on_upgrade(move |socket| channel::serve(socket, context)))
 }
 
-/// List the Specs a runner serves.
+/// List the Specs a runner serves. An admin token, or the runner's own key: a runner
+/// reads its Specs at start to say which of them it cannot serve, and why.
 #[utoipa::path(get, path = "/v0/runners/{runner}/specs", tag = "runners",
     params(("runner" = String, Path, description = "Runner UUID or slug"), Pagination),
     responses(
         (status = 200, body = [JsonSpec], headers(("X-Total-Count" = u64))),
         (status = 401, body = JsonError), (status = 403, body = JsonError), (status = 404, body = JsonError),
     ),
-    security(("api_token" = [])))]
+    security(("api_token" = []), ("runner_key" = [])))]
 pub async fn list_specs(
     State(state): State<AppState>,
-    _admin: Admin,
     Path(runner): Path<ResourceId>,
     Query(pagination): Query<Pagination>,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    match runner_key(request.headers()) {
+        Some(key) => {
+            let key_hash = hash_secret(key.expose_secret());
+            state
+                .store
+                .authenticate_runner(&runner, &key_hash)
+                .await?
+                .ok_or(ApiError::Unauthorized(CHANNEL_REFUSED))?;
+        }
+        None => {
+            let (mut parts, _) = request.into_parts();
+            Admin::from_request_parts(&mut parts, &state).await?;
+        }
+    }
     let (limit, offset) = pagination.limit_offset().map_err(ApiError::BadRequest)?;
     // A runner serves a handful of Specs: they come in one query and are paged here.
     let mut specs = state.store.runner_specs(&runner).await?;

@@ -14,6 +14,7 @@ use bencher_types::{
 };
 use chrono::{DateTime, Utc};
 use sqlx::{Any, Transaction};
+use uuid::Uuid;
 
 use super::specs::{SPEC_COLUMNS, SpecRow, fetch_spec};
 use super::{ListQuery, Store, StoreError, from_millis, from_millis_opt, parse_column, to_millis};
@@ -37,6 +38,16 @@ const JOB_FROM: &str = "job JOIN spec ON spec.uuid = job.spec_uuid";
 /// another writer changed a job, so the loops end long before; the bound only turns a
 /// bug into an error instead of a spinning task.
 const MAX_ATTEMPTS: usize = 1000;
+
+/// Who claims: a runner through one channel connection, with the hash of the key that
+/// connection authenticated with. A claim succeeds only while the store still records
+/// that connection and that key for the runner.
+#[derive(Debug, Clone)]
+pub struct Claimant {
+    pub runner: RunnerUuid,
+    pub connection: Uuid,
+    pub key_hash: String,
+}
 
 /// A job as stored, with every field the server needs (the API redacts some of them).
 #[derive(Debug, Clone)]
@@ -586,7 +597,10 @@ impl Store {
     }
 
     /// Claims the best pending job for one of `specs` (highest priority, then oldest) for
-    /// `runner`, or `None` when there is none. Exactly once, also with several server
+    /// the claimant's runner, or `None` when there is none or the claimant no longer holds
+    /// the runner's channel (replaced, key rotated, runner archived: checked in the same
+    /// statement, so a claim never races a rotation made on another server process whose
+    /// notification has not arrived yet). Exactly once, also with several server
     /// processes on one database: the claim is one conditional `UPDATE` that only matches
     /// a job still pending, so of two claimers that picked the same job one updates it
     /// and the other matches nothing and tries the next. This works alike on SQLite
@@ -595,7 +609,7 @@ impl Store {
     /// which SQLite lacks.
     pub async fn claim_next(
         &self,
-        runner: RunnerUuid,
+        claimant: &Claimant,
         specs: &[SpecUuid],
         now: DateTime<Utc>,
     ) -> Result<Option<Job>, StoreError> {
@@ -615,8 +629,10 @@ impl Store {
             "UPDATE job SET status = $1, last_event = $2, runner_uuid = $3, claimed = $4, \
              last_heartbeat = NULL, modified = $4 \
              WHERE uuid = (SELECT uuid FROM job WHERE status = '{pending}' AND spec_uuid IN ({}) \
-             ORDER BY priority DESC, created, uuid LIMIT 1) AND status = '{pending}' RETURNING uuid",
-            spec_list(5)
+             ORDER BY priority DESC, created, uuid LIMIT 1) AND status = '{pending}' \
+             AND EXISTS (SELECT 1 FROM runner WHERE uuid = $3 AND connection = $5 \
+             AND key_hash = $6 AND archived IS NULL) RETURNING uuid",
+            spec_list(7)
         );
         let any_pending_sql = format!(
             "SELECT 1 FROM job WHERE status = '{pending}' AND spec_uuid IN ({}) LIMIT 1",
@@ -627,8 +643,10 @@ impl Store {
             let mut claim = sqlx::query_scalar::<_, String>(&claim_sql)
                 .bind(claimed.as_str())
                 .bind(JobEvent::Claim.as_str())
-                .bind(runner.to_string())
-                .bind(to_millis(now));
+                .bind(claimant.runner.to_string())
+                .bind(to_millis(now))
+                .bind(claimant.connection.to_string())
+                .bind(claimant.key_hash.clone());
             for spec in specs {
                 claim = claim.bind(spec.to_string());
             }
@@ -646,7 +664,9 @@ impl Store {
             for spec in specs {
                 any = any.bind(spec.to_string());
             }
-            if any.fetch_optional(&self.pool).await?.is_none() {
+            if any.fetch_optional(&self.pool).await?.is_none()
+                || !self.holds_channel(claimant).await?
+            {
                 return Ok(None);
             }
             tokio::task::yield_now().await;
@@ -654,6 +674,21 @@ impl Store {
         Err(StoreError::Conflict(
             "could not claim a job: too much contention; retry".into(),
         ))
+    }
+
+    /// Whether the claimant still holds its runner's channel: a claim that matched nothing
+    /// because it does not ends the search.
+    async fn holds_channel(&self, claimant: &Claimant) -> Result<bool, StoreError> {
+        let held = sqlx::query_scalar::<_, i64>(
+            "SELECT 1 FROM runner WHERE uuid = $1 AND connection = $2 AND key_hash = $3 \
+             AND archived IS NULL",
+        )
+        .bind(claimant.runner.to_string())
+        .bind(claimant.connection.to_string())
+        .bind(claimant.key_hash.clone())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(held.is_some())
     }
 
     /// Undoes a claim whose `job` message could not be sent to `runner`: back to

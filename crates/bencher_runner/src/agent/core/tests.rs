@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bencher_types::protocol::{IterationResult, RunnerMessage, RunnerMetadata, ServerMessage};
-use bencher_types::{Architecture, JobUuid, Os, Sandbox};
+use bencher_types::{Architecture, Capabilities, JobUuid, Os, Sandbox};
 use serde_json::json;
 
 use super::*;
@@ -36,6 +36,12 @@ fn config() -> Config {
         architecture: Some(Architecture::X86_64),
         no_sandbox: NoSandbox::Refused,
         sandboxes: vec![Sandbox::Firecracker],
+        // The seed's example Spec (4 CPUs, 48 GiB, 128 GiB) fits.
+        machine: Machine {
+            cpus: 8,
+            memory: 64 << 30,
+            disk: 256 << 30,
+        },
         timing: TIMING,
     }
 }
@@ -45,6 +51,15 @@ fn ready() -> Effect {
         poll_timeout: Some(55),
         runner: Some(metadata()),
         features: vec![],
+        capabilities: Some(Capabilities {
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            no_sandbox: false,
+            sandboxes: vec!["firecracker".into()],
+            cpus: 8,
+            memory: 64 << 30,
+            disk: 256 << 30,
+        }),
     })
 }
 
@@ -183,6 +198,11 @@ fn ready_on_the_wire() {
             "event": "ready",
             "poll_timeout": 55,
             "runner": {"os": "linux", "arch": "x86_64", "version": "0.1.0"},
+            "capabilities": {
+                "os": "linux", "arch": "x86_64", "no_sandbox": false,
+                "sandboxes": ["firecracker"], "cpus": 8, "memory": 68719476736u64,
+                "disk": 274877906944u64,
+            },
         })
     );
 }
@@ -692,6 +712,31 @@ fn a_job_for_a_missing_sandbox_is_refused() {
     );
     assert!(error.contains("qemu"), "{error}");
     assert!(error.contains("available: firecracker"), "{error}");
+}
+
+#[test]
+fn a_job_for_a_spec_larger_than_the_host_is_refused() {
+    let mut state = State::new(
+        Config {
+            machine: Machine {
+                cpus: 2,
+                memory: 64 << 30,
+                disk: 256 << 30,
+            },
+            ..config()
+        },
+        vec![],
+    );
+    step(&mut state, Input::Connected);
+    let error = refused(
+        &mut state,
+        job_message(JobUuid::new_v4(), Some("firecracker"), "x86_64"),
+    );
+    assert_eq!(
+        error,
+        "this runner cannot run the job's spec `intel-v1`: the Spec has 4 CPUs, and this \
+         runner has 2"
+    );
 }
 
 #[test]
