@@ -271,6 +271,7 @@ backend_tests!(
     two_processes_share_the_queue,
     uploaded_output,
     capabilities_gate_dispatch,
+    an_undeliverable_job_is_unclaimed,
 );
 
 async fn refused_before_the_upgrade(backend: Backend) {
@@ -1076,4 +1077,65 @@ async fn capabilities_gate_dispatch(backend: Backend) {
         .await;
     let job = channel.expect("job").await;
     assert_eq!(job["uuid"], submitted["uuid"]);
+}
+
+/// A runner that stops reading cannot take a `job`: the send times out (half the
+/// heartbeat timeout), the claim is undone and the job goes to the next runner. The
+/// job's environment is larger than what the kernel buffers on both ends of the
+/// connection (the runner's receive buffer is fixed small; the server's send buffer
+/// grows at most to the last value of `net.ipv4.tcp_wmem`), so the send cannot complete.
+async fn an_undeliverable_job_is_unclaimed(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| {
+        config.heartbeat_timeout = Duration::from_secs(6);
+        config.request_limit = "256MiB".parse().unwrap();
+    })
+    .await;
+    let fixture = fixture(&server).await;
+    let (runner, key) = create_runner(&server, "alpha", &[&fixture.spec]).await;
+    let mut stalled = client::connect_small_buffer(&server, &runner, &key).await;
+    stalled
+        .send(json!({ "event": "ready", "poll_timeout": 60 }))
+        .await;
+    let send_buffer: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|text| text.split_whitespace().last()?.parse().ok())
+        .unwrap_or(4 << 20);
+    let value_size = (2 * send_buffer + (8 << 20)) / 200;
+    let env: serde_json::Map<String, Value> = (0..200)
+        .map(|i| (format!("VAR_{i}"), json!("x".repeat(value_size))))
+        .collect();
+    let submitted = submit(&server, &fixture, json!({ "env": env })).await;
+    let job = submitted["uuid"].as_str().unwrap();
+    // Claimed for the stalled runner, then unclaimed when the send gives up.
+    let deadline = tokio::time::Instant::now() + client::PATIENCE;
+    loop {
+        let (status, view) = call(
+            &server,
+            &fixture.user,
+            Method::GET,
+            &format!("/v0/projects/bench/jobs/{job}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        if view["status"] == "claimed" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never claimed: {}",
+            view["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pending = wait_for_status(&server, job, "pending").await;
+    assert!(pending["runner"].is_null(), "{}", pending["runner"]);
+    // The channel is gone; a runner that reads gets the job.
+    drop(stalled);
+    let mut channel = open(&server, &runner, &key).await;
+    channel
+        .send(json!({ "event": "ready", "poll_timeout": 60 }))
+        .await;
+    let sent = channel.expect("job").await;
+    assert_eq!(sent["uuid"].as_str(), Some(job));
 }

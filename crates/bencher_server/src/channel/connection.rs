@@ -64,6 +64,10 @@ pub struct ChannelContext {
 enum ChannelError {
     #[error("cannot send to the runner")]
     Send(#[source] axum::Error),
+    /// The runner stopped reading: a send did not complete within half the heartbeat
+    /// timeout.
+    #[error("a send to the runner did not complete within {} s", .0.as_secs())]
+    SendTimeout(Duration),
     #[error("cannot encode a message")]
     Encode(#[source] serde_json::Error),
     #[error(transparent)]
@@ -144,12 +148,12 @@ pub async fn serve(socket: WebSocket, ctx: ChannelContext) {
     drop(poll);
     if let End::Close { code, reason } = end {
         tracing::info!(runner = %ctx.runner, %connection, code, reason, "closing runner channel");
-        let _ = socket
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
-            })))
-            .await;
+        let close = socket.send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        })));
+        // Best effort, and bounded like every send: the socket is dropped either way.
+        let _ = tokio::time::timeout(send_timeout(ctx.timeouts), close).await;
     } else {
         tracing::info!(runner = %ctx.runner, %connection, "runner channel closed");
     }
@@ -163,6 +167,11 @@ pub async fn serve(socket: WebSocket, ctx: ChannelContext) {
     // Last: a shutting-down server waits for the registry to empty before closing the
     // store.
     ctx.hub.unregister(ctx.runner, connection);
+}
+
+/// The longest one send to the runner may take.
+fn send_timeout(timeouts: Timeouts) -> Duration {
+    timeouts.heartbeat / 2
 }
 
 impl Channel {
@@ -205,7 +214,7 @@ impl Channel {
             match step {
                 Ok(None) => {}
                 Ok(Some(end)) => return end,
-                Err(ChannelError::Send(error)) => {
+                Err(error @ (ChannelError::Send(_) | ChannelError::SendTimeout(_))) => {
                     tracing::info!(runner = %self.ctx.runner, error = %error_chain(&error), "runner channel broke");
                     return End::Gone;
                 }
@@ -226,10 +235,15 @@ impl Channel {
 
     async fn send(&mut self, message: &ServerMessage) -> Result<(), ChannelError> {
         let text = serde_json::to_string(message).map_err(ChannelError::Encode)?;
-        self.socket
-            .send(Message::Text(text.into()))
-            .await
-            .map_err(ChannelError::Send)
+        // Bounded: a runner that stops reading (stopped, wedged, its network gone
+        // without a reset) would otherwise hold this task, and any job being sent, for
+        // as long as TCP keeps the connection. Half the heartbeat timeout, so a `job`
+        // that cannot be delivered is unclaimed before the timeout would fail it.
+        let limit = send_timeout(self.ctx.timeouts);
+        match tokio::time::timeout(limit, self.socket.send(Message::Text(text.into()))).await {
+            Ok(sent) => sent.map_err(ChannelError::Send),
+            Err(_) => Err(ChannelError::SendTimeout(limit)),
+        }
     }
 
     fn set_current(&mut self, job: Option<JobUuid>) {

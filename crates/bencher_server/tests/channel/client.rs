@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -48,7 +48,11 @@ pub async fn connect(
             HeaderValue::from_str(&format!("Bearer {key}")).expect("valid header"),
         );
     }
-    match tokio_tungstenite::connect_async(request).await {
+    // Frames as large as the server may send (its request limit in the tests).
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(256 << 20))
+        .max_frame_size(Some(256 << 20));
+    match tokio_tungstenite::connect_async_with_config(request, Some(config), false).await {
         Ok((ws, _)) => Ok(TestRunner { ws }),
         Err(tungstenite::Error::Http(response)) => {
             let status = response.status();
@@ -61,6 +65,39 @@ pub async fn connect(
         }
         Err(error) => panic!("cannot connect the test runner: {error}"),
     }
+}
+
+/// Opens `runner`'s channel over a TCP connection with a small, fixed receive buffer
+/// (which turns off the kernel's autotuning): a runner that stops reading holds little,
+/// so a large message from the server cannot be delivered.
+pub async fn connect_small_buffer(server: &TestServer, runner: &str, key: &str) -> TestRunner {
+    let mut request = server
+        .ws_url(&format!("/v0/runners/{runner}/channel"))
+        .into_client_request()
+        .expect("valid WebSocket request");
+    request.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {key}")).expect("valid header"),
+    );
+    let address = format!(
+        "{}:{}",
+        server.url.host_str().expect("a host"),
+        server.url.port().expect("a port")
+    )
+    .parse()
+    .expect("a socket address");
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .set_recv_buffer_size(16 * 1024)
+        .expect("set the receive buffer");
+    let stream = socket
+        .connect(address)
+        .await
+        .expect("connect to the server");
+    let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+        .await
+        .expect("open the channel");
+    TestRunner { ws }
 }
 
 impl TestRunner {
