@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::bail;
 use bencher_client::ClientError;
 use bencher_types::{
-    Adapter, Iterations, JobStatus, JobTimeout, JobUuid, JsonJob, JsonNewJob, JsonNewRun,
-    ResourceId, ResourceName,
+    Adapter, Fold, GitHash, Iterations, JobStatus, JobTimeout, JobUuid, JsonJob, JsonNewJob,
+    JsonNewRun, ResourceId, ResourceName,
 };
 use clap::Args;
 use clap::error::ErrorKind;
@@ -59,6 +59,12 @@ pub struct RunArgs {
     /// Adapter that parses the output into metrics, such as `json`
     #[arg(long)]
     pub adapter: Option<Adapter>,
+    /// Git commit of the benchmarked code; a re-run of a commit reuses its version
+    #[arg(long)]
+    pub hash: Option<GitHash>,
+    /// Fold the iterations into one result per benchmark: min, max, mean or median
+    #[arg(long)]
+    pub fold: Option<Fold>,
     /// Overrides the image's entrypoint; repeat it for more items
     /// (`--entrypoint /bin/sh --entrypoint -c`)
     #[arg(long, value_name = "E", allow_hyphen_values = true)]
@@ -182,6 +188,8 @@ impl RunArgs {
             branch: self.branch,
             testbed: self.testbed,
             adapter: self.adapter,
+            hash: self.hash,
+            fold: self.fold,
             job,
         };
         Ok((body, follow))

@@ -1089,6 +1089,8 @@ fn new_run(project: ProjectUuid, spec: Option<SpecUuid>, priority: i64) -> NewRu
         testbed: "localhost".parse().unwrap(),
         spec: spec.map(|s| ResourceId::Uuid(s.as_uuid())),
         adapter: None,
+        hash: None,
+        fold: None,
         config: JobConfig {
             registry: "http://localhost:6610".into(),
             project,

@@ -270,10 +270,101 @@ pub struct JsonNewRun {
     /// not exist yet creates the testbed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub testbed: Option<ResourceName>,
-    /// Adapter that will parse the output; recorded on the report.
+    /// Adapter that will parse the output; recorded on the report [default: `magic`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter: Option<Adapter>,
+    /// Git commit of the benchmarked code: a re-run of a commit already on the branch
+    /// reuses its version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<GitHash>,
+    /// How several iterations become one result [default: every iteration is kept].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fold: Option<Fold>,
     pub job: JsonNewJob,
+}
+
+/// How iterations fold into one value per benchmark and measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Fold {
+    Min,
+    Max,
+    Mean,
+    Median,
+}
+
+impl Fold {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Min => "min",
+            Self::Max => "max",
+            Self::Mean => "mean",
+            Self::Median => "median",
+        }
+    }
+}
+
+impl fmt::Display for Fold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Fold {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "min" => Ok(Self::Min),
+            "max" => Ok(Self::Max),
+            "mean" => Ok(Self::Mean),
+            "median" => Ok(Self::Median),
+            _ => Err(format!("fold must be min, max, mean or median, got `{s}`")),
+        }
+    }
+}
+
+/// A git commit hash: 4 to 64 hexadecimal digits (SHA-1 or SHA-256, possibly
+/// abbreviated), stored lowercase.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(value_type = String, example = "9f1c2e4"))]
+#[serde(try_from = "String", into = "String")]
+pub struct GitHash(String);
+
+impl GitHash {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for GitHash {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if (4..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(s.to_ascii_lowercase()))
+        } else {
+            Err(format!(
+                "a git hash is 4 to 64 hexadecimal digits, got `{s}`"
+            ))
+        }
+    }
+}
+
+impl TryFrom<String> for GitHash {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<GitHash> for String {
+    fn from(hash: GitHash) -> Self {
+        hash.0
+    }
 }
 
 /// The `job` of a run: what to execute, and where.

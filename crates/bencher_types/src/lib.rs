@@ -26,8 +26,8 @@ pub use id::{
 };
 pub use job::{
     Adapter, AdapterError, DEFAULT_BRANCH, DEFAULT_ITERATIONS, DEFAULT_JOB_TIMEOUT,
-    DEFAULT_TESTBED, Iterations, IterationsError, JobQuery, JobStatus, JobTimeout, JobTimeoutError,
-    JsonJob, JsonNewJob, JsonNewRun, MAX_ITERATIONS, MAX_JOB_TIMEOUT, REDACTED,
+    DEFAULT_TESTBED, Fold, GitHash, Iterations, IterationsError, JobQuery, JobStatus, JobTimeout,
+    JobTimeoutError, JsonJob, JsonNewJob, JsonNewRun, MAX_ITERATIONS, MAX_JOB_TIMEOUT, REDACTED,
 };
 pub use name::{NameError, ResourceName};
 pub use pagination::{DEFAULT_PER_PAGE, Direction, MAX_PER_PAGE, Pagination, SortBy};

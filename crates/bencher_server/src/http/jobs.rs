@@ -224,6 +224,8 @@ pub async fn run(
         },
         spec: job.spec,
         adapter: new.adapter,
+        hash: new.hash,
+        fold: new.fold,
         config,
         priority: 0,
     };

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bencher_types::protocol::JobConfig;
 use bencher_types::{
-    Adapter, BranchUuid, Direction, JobStatus, JobUuid, JsonSpec, ProjectUuid, ReportUuid,
-    ResourceId, ResourceName, RunnerUuid, Slug, SpecUuid, TestbedUuid,
+    Adapter, BranchUuid, Direction, Fold, GitHash, JobStatus, JobUuid, JsonSpec, ProjectUuid,
+    ReportUuid, ResourceId, ResourceName, RunnerUuid, Slug, SpecUuid, TestbedUuid,
 };
 use chrono::{DateTime, Utc};
 use sqlx::{Any, Transaction};
@@ -167,6 +167,8 @@ pub struct NewRun {
     /// The explicit Spec, if any; see `Store::create_run` for the selection.
     pub spec: Option<ResourceId>,
     pub adapter: Option<Adapter>,
+    pub hash: Option<GitHash>,
+    pub fold: Option<Fold>,
     pub config: JobConfig,
     /// Higher is claimed first; the REST API submits 0.
     pub priority: i64,
@@ -517,6 +519,28 @@ fn transition_statement(
     (sql, binds)
 }
 
+/// `completed → processed` inside the transaction writing the job's report; `false`
+/// when the job is not `completed` (processed by another process, or failed meanwhile).
+pub(crate) async fn mark_processed(
+    tx: &mut Transaction<'static, Any>,
+    job: JobUuid,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let processed = queue::transition(JobStatus::Completed, JobEvent::Processed)
+        .expect("the lifecycle lets a completed job be processed");
+    let updated = sqlx::query(
+        "UPDATE job SET status = $1, last_event = $2, modified = $3 WHERE uuid = $4 AND status = $5",
+    )
+    .bind(processed.as_str())
+    .bind(JobEvent::Processed.as_str())
+    .bind(to_millis(now))
+    .bind(job.to_string())
+    .bind(JobStatus::Completed.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
 /// Which jobs a list shows.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JobFilter {
@@ -557,11 +581,20 @@ impl Store {
         .execute(&mut *tx)
         .await?;
 
+        let (head, version) = super::reports::place_in_history(
+            &mut tx,
+            new.project,
+            &branch,
+            new.hash.as_ref().map(GitHash::as_str),
+            now,
+        )
+        .await?;
         let report = uuid::Uuid::new_v4().to_string();
         let job = uuid::Uuid::new_v4().to_string();
         sqlx::query(
-            "INSERT INTO report (uuid, project_uuid, branch_uuid, testbed_uuid, spec_uuid, job_uuid, adapter, created) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO report (uuid, project_uuid, branch_uuid, testbed_uuid, spec_uuid, job_uuid, \
+             adapter, created, head_uuid, version_uuid, fold) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(report.clone())
         .bind(new.project.to_string())
@@ -571,6 +604,9 @@ impl Store {
         .bind(job.clone())
         .bind(new.adapter.as_ref().map(|a| a.as_str().to_owned()))
         .bind(to_millis(now))
+        .bind(head)
+        .bind(version)
+        .bind(new.fold.map(|f| f.as_str().to_owned()))
         .execute(&mut *tx)
         .await?;
         sqlx::query(
