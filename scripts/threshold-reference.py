@@ -10,6 +10,8 @@ only the committed JSON; regenerate it after changing the semantics:
     /tmp/venv/bin/python scripts/threshold-reference.py
     git diff crates/bencher_server/src/threshold/reference.json
 
+With --check it writes nothing and exits 1 when the committed fixture differs from what
+it computes (for a CI job that has numpy and scipy).
 Semantics (the Rust module's doc has the same table):
   static      limits = the boundaries, no baseline, no history needed
   percentage  mean -/+ |mean| * b
@@ -331,7 +333,14 @@ def main():
     lines = [json.dumps(header)[:-1] + ', "cases": [']
     lines += [json.dumps(entry) + ("," if i + 1 < len(table) else "") for i, entry in enumerate(table)]
     lines.append("]}")
-    OUTPUT.write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    if "--check" in sys.argv[1:]:
+        # CI with numpy and scipy: the committed fixture is what this script computes.
+        if OUTPUT.read_text() != text:
+            print(f"{OUTPUT} is stale: run {sys.argv[0]} and commit it", file=sys.stderr)
+            sys.exit(1)
+    else:
+        OUTPUT.write_text(text)
     print(f"{'case':48} {'n':>3} {'baseline':>20} {'lower limit':>20} {'upper limit':>20}  outcome")
     for entry in table:
         def show(key):
@@ -342,7 +351,8 @@ def main():
             f"{entry['name']:48} {entry['sample_size']:>3} {show('baseline'):>20} "
             f"{show('lower_limit'):>20} {show('upper_limit'):>20}  {status}"
         )
-    print(f"wrote {len(table)} cases to {OUTPUT}", file=sys.stderr)
+    verb = "checked" if "--check" in sys.argv[1:] else "wrote"
+    print(f"{verb} {len(table)} cases in {OUTPUT}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -55,13 +55,14 @@ pub struct Boundary {
     pub lower_limit: Option<f64>,
     /// `None` when the Model has no upper boundary or the test did not run.
     pub upper_limit: Option<f64>,
-    /// How many history values the test used (after the max sample size).
+    /// How many history values were in the sample: the history after the max sample
+    /// size (a `static` test ignores them).
     pub sample_size: usize,
     pub outcome: Outcome,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     /// The value is within the limits.
     Pass,

@@ -600,3 +600,22 @@ fn boundaries_at_the_edges_of_their_ranges_are_valid() {
         );
     }
 }
+
+#[test]
+fn boundary_serializes_for_storage_and_responses() {
+    let model = parse_model(serde_json::json!({"test": "static", "lower_boundary": 1.0}));
+    let alert = boundary(&model, &[], 0.5).expect("finite");
+    assert_eq!(
+        serde_json::to_value(&alert).expect("serializes"),
+        serde_json::json!({
+            "baseline": null, "lower_limit": 1.0, "upper_limit": null, "sample_size": 0,
+            "outcome": {"kind": "alert", "side": "lower", "limit": 1.0}
+        })
+    );
+    let model = parse_model(serde_json::json!({"test": "log_normal", "upper_boundary": 0.9}));
+    let untestable = boundary(&model, &[0.0, 1.0], 0.5).expect("finite");
+    assert_eq!(
+        serde_json::to_value(&untestable.outcome).expect("serializes"),
+        serde_json::json!({"kind": "untestable", "reason": "non_positive_history"})
+    );
+}
