@@ -23,6 +23,14 @@
 //! Every statistical limit is kept at least `FLAT_HISTORY_TOLERANCE × |baseline|` away
 //! from the baseline, so a flat history (zero spread) still alerts on a real change
 //! instead of never alerting.
+//!
+//! Where this differs from the reference Bencher, on purpose: it divides the variance by
+//! n, we by n − 1; with zero spread it sets no limits (never alerts), we keep the
+//! tolerance; its log-normal lower limit mirrors the upper around exp(μ) in linear space
+//! (and can go negative), ours is the fitted distribution's own quantile; its percentage
+//! and delta-IQR spreads are signed (limits swap for a negative baseline), ours use
+//! |baseline|. Where it agrees: the t-test is its documented prediction interval,
+//! `delta_iqr` its documented median ± median × b × ΔIQR, quartiles its linear method.
 
 mod model;
 mod statistics;
