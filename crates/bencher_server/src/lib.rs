@@ -15,6 +15,7 @@ mod http;
 pub mod queue;
 pub mod registry;
 pub mod store;
+pub mod threshold;
 
 use std::future::Future;
 
