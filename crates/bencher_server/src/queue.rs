@@ -49,6 +49,9 @@ pub enum JobEvent {
     HardTimeout,
     /// The server parsed the results into the report.
     Processed,
+    /// The server could not parse the results (the adapter's message is the job's
+    /// error): a benchmark whose output means nothing did not complete.
+    ProcessingFailed,
 }
 
 impl JobEvent {
@@ -64,6 +67,7 @@ impl JobEvent {
         Self::Cancel,
         Self::HardTimeout,
         Self::Processed,
+        Self::ProcessingFailed,
     ];
 
     /// The stored form (`job.last_event`).
@@ -80,6 +84,7 @@ impl JobEvent {
             Self::Cancel => "cancel",
             Self::HardTimeout => "hard_timeout",
             Self::Processed => "processed",
+            Self::ProcessingFailed => "processing_failed",
         }
     }
 
@@ -96,6 +101,7 @@ impl JobEvent {
             Self::Cancel => "cancel",
             Self::HardTimeout => "time out (hard limit)",
             Self::Processed => "process",
+            Self::ProcessingFailed => "fail processing",
         }
     }
 }
@@ -155,6 +161,7 @@ pub fn transition(from: JobStatus, event: JobEvent) -> Result<JobStatus, Invalid
         (S::Claimed, E::ClaimTimeout) => S::Failed,
         (S::Running, E::Completed) => S::Completed,
         (S::Completed, E::Processed) => S::Processed,
+        (S::Completed, E::ProcessingFailed) => S::Failed,
         (S::Failed, E::LateCompleted) => S::Completed,
         _ => return Err(InvalidTransition { from, event }),
     })
@@ -172,6 +179,7 @@ pub fn is_repeat(status: JobStatus, event: JobEvent) -> bool {
             | (S::Completed | S::Processed, E::Completed | E::LateCompleted)
             | (S::Failed, E::Failed)
             | (S::Processed, E::Processed)
+            | (S::Failed, E::ProcessingFailed)
     )
 }
 
@@ -383,6 +391,7 @@ mod tests {
         (S::Running, E::HeartbeatTimeout, S::Failed),
         (S::Running, E::Completed, S::Completed),
         (S::Completed, E::Processed, S::Processed),
+        (S::Completed, E::ProcessingFailed, S::Failed),
         (S::Failed, E::LateCompleted, S::Completed),
         // Recovery rules of protocol.md.
         (S::Claimed, E::Unclaim, S::Pending),

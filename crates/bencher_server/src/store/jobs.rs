@@ -504,6 +504,9 @@ fn transition_statement(
         }
         JobEvent::Cancel => set.push(format!("ended = {now}")),
         JobEvent::Processed => {}
+        JobEvent::ProcessingFailed => {
+            set.push(format!("error = {}", binds.text(change.error.clone())));
+        }
     }
     let mut sql = format!(
         "UPDATE job SET {} WHERE uuid = {} AND status = {}",

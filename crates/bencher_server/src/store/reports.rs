@@ -538,3 +538,87 @@ impl ThresholdRow {
         }
     }
 }
+
+/// What processing a job's output needs: its report's place and settings, the job's
+/// configuration, times and stored output.
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    pub job: JobUuid,
+    pub report: String,
+    pub project: ProjectUuid,
+    pub branch: String,
+    pub testbed: String,
+    pub spec: String,
+    pub head: Option<String>,
+    /// The adapter asked for; `None` is `magic`.
+    pub adapter: Option<String>,
+    pub fold: Option<String>,
+    pub config: String,
+    pub created: DateTime<Utc>,
+    pub started: Option<DateTime<Utc>>,
+    pub ended: Option<DateTime<Utc>>,
+    pub output_digest: Option<String>,
+}
+
+type JobReportRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
+
+impl Store {
+    /// The jobs whose output waits for processing (`completed`), oldest first.
+    pub async fn completed_jobs(&self) -> Result<Vec<JobUuid>, StoreError> {
+        let uuids: Vec<String> = sqlx::query_scalar(
+            "SELECT uuid FROM job WHERE status = 'completed' ORDER BY ended, created, uuid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        uuids
+            .iter()
+            .map(|uuid| super::parse_column("job", "uuid", uuid))
+            .collect()
+    }
+
+    /// A job with its report, for processing; `None` for an unknown job.
+    pub async fn job_report(&self, job: JobUuid) -> Result<Option<JobReport>, StoreError> {
+        let row: Option<JobReportRow> = sqlx::query_as(
+            "SELECT j.uuid, r.uuid, r.project_uuid, r.branch_uuid, r.testbed_uuid, r.spec_uuid, \
+             r.head_uuid, r.adapter, r.fold, j.config, r.created, j.started, j.ended, j.output_digest \
+             FROM job j JOIN report r ON r.uuid = j.report_uuid WHERE j.uuid = $1",
+        )
+        .bind(job.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(JobReport {
+            job: super::parse_column("job", "uuid", &row.0)?,
+            report: row.1,
+            project: super::parse_column(TABLE, "project_uuid", &row.2)?,
+            branch: row.3,
+            testbed: row.4,
+            spec: row.5,
+            head: row.6,
+            adapter: row.7,
+            fold: row.8,
+            config: row.9,
+            created: from_millis(TABLE, row.10)?,
+            started: super::from_millis_opt("job", row.11)?,
+            ended: super::from_millis_opt("job", row.12)?,
+            output_digest: row.13,
+        }))
+    }
+}
