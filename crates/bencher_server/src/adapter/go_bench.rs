@@ -17,7 +17,7 @@ const EXPECTED: &str = "go test -bench lines like `BenchmarkName-8  1000  1234 n
 
 pub(super) fn parse(text: &str) -> Result<AdapterResults, AdapterError> {
     let mut results = ResultsBuilder::new(ADAPTER);
-    for (index, line) in text.lines().enumerate() {
+    for (line_number, line) in super::visible_lines(text) {
         let mut words = line.split_whitespace();
         let Some(name) = words.next().filter(|name| name.starts_with("Benchmark")) else {
             continue;
@@ -29,7 +29,7 @@ pub(super) fn parse(text: &str) -> Result<AdapterResults, AdapterError> {
         let values: Vec<&str> = words.collect();
         if values.is_empty() || !values.len().is_multiple_of(2) {
             return Err(results.line_error(
-                index + 1,
+                line_number,
                 line,
                 "expected `VALUE UNIT` pairs after the iteration count",
             ));
@@ -44,7 +44,7 @@ pub(super) fn parse(text: &str) -> Result<AdapterResults, AdapterError> {
                 _ => continue,
             };
             let value: f64 = value.parse().map_err(|_| {
-                results.line_error(index + 1, line, format!("`{value}` is not a number"))
+                results.line_error(line_number, line, format!("`{value}` is not a number"))
             })?;
             if measure == LATENCY {
                 results.insert_latency_spread(name, value, None, TimeUnit::NANOS)?;
@@ -54,7 +54,7 @@ pub(super) fn parse(text: &str) -> Result<AdapterResults, AdapterError> {
             recorded += 1;
         }
         if recorded == 0 {
-            return Err(results.line_error(index + 1, line, "no `ns/op` value"));
+            return Err(results.line_error(line_number, line, "no `ns/op` value"));
         }
     }
     results.finish(EXPECTED)

@@ -499,6 +499,16 @@ impl ResultsBuilder {
     }
 }
 
+/// The lines of a text output as a terminal would show them, numbered from 1: progress
+/// a harness redraws with carriage returns (Criterion on a terminal) leaves only what
+/// follows the last `\r` of a line.
+fn visible_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().map(|(index, line)| {
+        let line = line.trim_end_matches('\r');
+        (index + 1, line.rsplit('\r').next().unwrap_or(line))
+    })
+}
+
 /// `text`, cut to `MAX_EXCERPT_CHARS` characters for an error message.
 fn excerpt(text: &str) -> String {
     if text.chars().count() <= MAX_EXCERPT_CHARS {

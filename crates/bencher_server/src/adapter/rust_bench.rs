@@ -13,7 +13,7 @@ const MARKER: &str = " ... bench:";
 
 pub(super) fn parse(text: &str) -> Result<AdapterResults, AdapterError> {
     let mut results = ResultsBuilder::new(ADAPTER);
-    for (index, line) in text.lines().enumerate() {
+    for (line_number, line) in super::visible_lines(text) {
         let Some(rest) = line.strip_prefix("test ") else {
             continue;
         };
@@ -21,7 +21,7 @@ pub(super) fn parse(text: &str) -> Result<AdapterResults, AdapterError> {
             continue;
         };
         let (value, spread) = measurement_values(measurement)
-            .map_err(|problem| results.line_error(index + 1, line, problem))?;
+            .map_err(|problem| results.line_error(line_number, line, problem))?;
         // libtest pads names to align the columns; the padding is not part of the name.
         results.insert_latency_spread(name.trim_end(), value, Some(spread), TimeUnit::NANOS)?;
     }

@@ -16,8 +16,7 @@ pub(super) fn parse(text: &str) -> Result<AdapterResults, AdapterError> {
     let mut previous_line: Option<&str> = None;
     // The benchmark the last `time:` line belonged to, for its `thrpt:` line.
     let mut current: Option<String> = None;
-    for (index, line) in text.lines().enumerate() {
-        let number = index + 1;
+    for (line_number, line) in super::visible_lines(text) {
         if let Some((prefix, interval)) = labelled_interval(line, "time:") {
             if is_change(interval) {
                 continue;
@@ -29,13 +28,13 @@ pub(super) fn parse(text: &str) -> Result<AdapterResults, AdapterError> {
             };
             let Some(name) = name else {
                 return Err(results.line_error(
-                    number,
+                    line_number,
                     line,
                     "a `time:` line with no benchmark name before it",
                 ));
             };
-            let [low, estimate, high] =
-                times(interval).map_err(|problem| results.line_error(number, line, problem))?;
+            let [low, estimate, high] = times(interval)
+                .map_err(|problem| results.line_error(line_number, line, problem))?;
             results.insert(name, super::LATENCY, estimate, Some(low), Some(high))?;
             current = Some(name.to_owned());
         } else if let Some((prefix, interval)) = labelled_interval(line, "thrpt:") {
@@ -44,13 +43,13 @@ pub(super) fn parse(text: &str) -> Result<AdapterResults, AdapterError> {
             }
             let Some(name) = current.as_deref() else {
                 return Err(results.line_error(
-                    number,
+                    line_number,
                     line,
                     "a `thrpt:` line before any `time:` line",
                 ));
             };
             if let Some([low, estimate, high]) = throughputs(interval)
-                .map_err(|problem| results.line_error(number, line, problem))?
+                .map_err(|problem| results.line_error(line_number, line, problem))?
             {
                 results.insert(name, THROUGHPUT, estimate, Some(low), Some(high))?;
             }
@@ -233,6 +232,16 @@ mod tests {
                 .sum::<usize>(),
             7
         );
+    }
+
+    /// On a terminal Criterion redraws its progress line with carriage returns; the
+    /// result is what follows the last one.
+    #[test]
+    fn progress_redrawn_with_carriage_returns() {
+        let text = "Benchmarking fib 10: Warming up for 3.0000 s\rBenchmarking fib 10: Analyzing\rfib 10   time:   [1.0 ns 2.0 ns 3.0 ns]\r\n";
+        let results = parse(text).unwrap();
+        assert_eq!(results.len(), 1);
+        assert_metric(&results, "fib 10", "latency", 2.0, Some(1.0), Some(3.0));
     }
 
     #[test]
