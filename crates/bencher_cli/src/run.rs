@@ -600,7 +600,10 @@ mod tests {
         let err = run(&["--job-timeout", "86401"]);
         assert!(err.contains("between 1 and 86400"), "{err}");
         let err = run(&["--adapter", "Rust"]);
-        assert!(err.contains("lowercase"), "{err}");
+        assert!(
+            err.contains("unknown adapter `Rust`: expected one of json"),
+            "{err}"
+        );
         let err = run(&["echo"]);
         assert!(err.contains("unexpected argument"), "{err}");
 

@@ -5,6 +5,7 @@
 //! caller's shutdown signal. The `bencher-server` binary is a thin wrapper, and tests run
 //! the same code on `127.0.0.1:0`.
 
+pub mod adapter;
 mod auth;
 pub mod blobs;
 mod bootstrap;

@@ -647,7 +647,7 @@ async fn bad_bodies_are_refused_and_write_nothing(backend: Backend) {
         ),
         (
             json!({ "project": "bench", "adapter": "Rust Criterion", "job": { "image": "bench:v1" } }),
-            "adapter must be",
+            "unknown variant `Rust Criterion`, expected one of `json`",
         ),
         (
             json!({ "project": "Not A Slug", "job": { "image": "bench:v1" } }),

@@ -26,8 +26,6 @@ pub const DEFAULT_BRANCH: &str = "main";
 pub const DEFAULT_TESTBED: &str = "localhost";
 /// What the API shows instead of an environment variable's value.
 pub const REDACTED: &str = "***";
-/// Longest adapter name.
-pub const MAX_ADAPTER_LEN: usize = 64;
 
 /// Where a Job is in its lifecycle (see `protocol.md`). `processed` and `canceled` are
 /// terminal.
@@ -198,59 +196,134 @@ bounded_u32!(
     Iterations, IterationsError, "iter", MAX_ITERATIONS, DEFAULT_ITERATIONS
 );
 
-/// The name of the adapter that parses a job's output into metrics (`json`,
-/// `rust_criterion`, …): 1 to 64 lowercase ASCII letters, digits or underscores. Which
-/// adapters exist is the reports issue's business.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The adapter that parses a benchmark's output into metrics; `bencher run --adapter`.
+/// `magic` tries the others in turn (see the server's `adapter` module for the order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "openapi", schema(value_type = String, example = "json"))]
-#[serde(try_from = "String", into = "String")]
-pub struct Adapter(String);
+#[serde(rename_all = "snake_case")]
+pub enum Adapter {
+    /// The Bencher Metric Format, read as is.
+    Json,
+    /// libtest `#[bench]` (`cargo bench`) text output.
+    RustBench,
+    /// Criterion's text output.
+    RustCriterion,
+    /// `go test -bench` text output.
+    GoBench,
+    /// Google Benchmark's `--benchmark_format=json`.
+    CppGoogle,
+    /// pytest-benchmark's `--benchmark-json` file.
+    PythonPytest,
+    /// hyperfine's `--export-json` file.
+    ShellHyperfine,
+    /// JMH's `-rf json` result file.
+    JavaJmh,
+    /// Tries the other adapters in turn.
+    Magic,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "adapter must be 1 to {MAX_ADAPTER_LEN} lowercase letters, digits or underscores, got `{0}`"
-)]
-pub struct AdapterError(pub String);
+#[error("unknown adapter `{0}`: expected one of {names}", names = Adapter::names())]
+pub struct UnknownAdapter(pub String);
 
 impl Adapter {
-    pub fn as_str(&self) -> &str {
-        &self.0
+    pub const ALL: &'static [Self] = &[
+        Self::Json,
+        Self::RustBench,
+        Self::RustCriterion,
+        Self::GoBench,
+        Self::CppGoogle,
+        Self::PythonPytest,
+        Self::ShellHyperfine,
+        Self::JavaJmh,
+        Self::Magic,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::RustBench => "rust_bench",
+            Self::RustCriterion => "rust_criterion",
+            Self::GoBench => "go_bench",
+            Self::CppGoogle => "cpp_google",
+            Self::PythonPytest => "python_pytest",
+            Self::ShellHyperfine => "shell_hyperfine",
+            Self::JavaJmh => "java_jmh",
+            Self::Magic => "magic",
+        }
+    }
+
+    fn names() -> String {
+        Self::ALL
+            .iter()
+            .map(|adapter| adapter.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
 impl FromStr for Adapter {
-    type Err = AdapterError;
+    type Err = UnknownAdapter;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let valid = (1..=MAX_ADAPTER_LEN).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if valid {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(AdapterError(s.to_owned()))
-        }
-    }
-}
-
-impl TryFrom<String> for Adapter {
-    type Error = AdapterError;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl From<Adapter> for String {
-    fn from(adapter: Adapter) -> Self {
-        adapter.0
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|adapter| adapter.as_str() == s)
+            .ok_or_else(|| UnknownAdapter(s.to_owned()))
     }
 }
 
 impl fmt::Display for Adapter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the iterations of one run fold into one value per benchmark and measure;
+/// `bencher run --fold`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Fold {
+    Min,
+    Max,
+    Mean,
+    Median,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown fold `{0}`: expected one of min, max, mean, median")]
+pub struct UnknownFold(pub String);
+
+impl Fold {
+    pub const ALL: &'static [Self] = &[Self::Min, Self::Max, Self::Mean, Self::Median];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Min => "min",
+            Self::Max => "max",
+            Self::Mean => "mean",
+            Self::Median => "median",
+        }
+    }
+}
+
+impl FromStr for Fold {
+    type Err = UnknownFold;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|fold| fold.as_str() == s)
+            .ok_or_else(|| UnknownFold(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Fold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -281,48 +354,6 @@ pub struct JsonNewRun {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fold: Option<Fold>,
     pub job: JsonNewJob,
-}
-
-/// How iterations fold into one value per benchmark and measure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum Fold {
-    Min,
-    Max,
-    Mean,
-    Median,
-}
-
-impl Fold {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Min => "min",
-            Self::Max => "max",
-            Self::Mean => "mean",
-            Self::Median => "median",
-        }
-    }
-}
-
-impl fmt::Display for Fold {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Fold {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "min" => Ok(Self::Min),
-            "max" => Ok(Self::Max),
-            "mean" => Ok(Self::Mean),
-            "median" => Ok(Self::Median),
-            _ => Err(format!("fold must be min, max, mean or median, got `{s}`")),
-        }
-    }
 }
 
 /// A git commit hash: 4 to 64 hexadecimal digits (SHA-1 or SHA-256, possibly
@@ -553,10 +584,30 @@ mod tests {
 
     #[test]
     fn adapters() {
-        assert!("rust_criterion".parse::<Adapter>().is_ok());
-        assert!("".parse::<Adapter>().is_err());
-        assert!("Json".parse::<Adapter>().is_err());
-        assert!("a".repeat(65).parse::<Adapter>().is_err());
+        for adapter in Adapter::ALL {
+            assert_eq!(adapter.as_str().parse::<Adapter>(), Ok(*adapter));
+            let json = serde_json::to_string(adapter).unwrap();
+            assert_eq!(json, format!("\"{adapter}\""));
+            assert_eq!(serde_json::from_str::<Adapter>(&json).unwrap(), *adapter);
+        }
+        assert_eq!("rust_criterion".parse(), Ok(Adapter::RustCriterion));
+        for bad in ["", "Json", "rust-bench", "criterion"] {
+            let err = bad.parse::<Adapter>().unwrap_err();
+            assert!(
+                err.to_string().contains("expected one of json, rust_bench"),
+                "{err}"
+            );
+        }
+        assert!(serde_json::from_str::<Adapter>("\"nope\"").is_err());
+    }
+
+    #[test]
+    fn folds() {
+        for fold in Fold::ALL {
+            assert_eq!(fold.as_str().parse::<Fold>(), Ok(*fold));
+            assert_eq!(serde_json::to_string(fold).unwrap(), format!("\"{fold}\""));
+        }
+        assert!("average".parse::<Fold>().is_err());
     }
 
     #[test]

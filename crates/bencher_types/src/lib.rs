@@ -25,9 +25,10 @@ pub use id::{
     TokenUuid,
 };
 pub use job::{
-    Adapter, AdapterError, DEFAULT_BRANCH, DEFAULT_ITERATIONS, DEFAULT_JOB_TIMEOUT,
-    DEFAULT_TESTBED, Fold, GitHash, Iterations, IterationsError, JobQuery, JobStatus, JobTimeout,
-    JobTimeoutError, JsonJob, JsonNewJob, JsonNewRun, MAX_ITERATIONS, MAX_JOB_TIMEOUT, REDACTED,
+    Adapter, DEFAULT_BRANCH, DEFAULT_ITERATIONS, DEFAULT_JOB_TIMEOUT, DEFAULT_TESTBED, Fold,
+    GitHash, Iterations, IterationsError, JobQuery, JobStatus, JobTimeout, JobTimeoutError,
+    JsonJob, JsonNewJob, JsonNewRun, MAX_ITERATIONS, MAX_JOB_TIMEOUT, REDACTED, UnknownAdapter,
+    UnknownFold,
 };
 pub use name::{NameError, ResourceName};
 pub use pagination::{DEFAULT_PER_PAGE, Direction, MAX_PER_PAGE, Pagination, SortBy};
