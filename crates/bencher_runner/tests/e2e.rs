@@ -8,7 +8,8 @@ mod common;
 use bencher_test_support::reqwest::Method;
 use bencher_test_support::{Backend, TestServer, backend_tests};
 use common::{
-    E2E_REPO, Runner, job, post, privileged, push_host_image, register_runner, run_job, submit,
+    E2E_REPO, Runner, bmf, job, post, print_bmf, privileged, push_host_image, register_runner,
+    run_job, submit,
 };
 use serde_json::{Value, json};
 
@@ -30,11 +31,12 @@ async fn a_job_runs_end_to_end(backend: Backend) {
     // Two iterations, stdout and stderr, reported back and stored by the server.
     let job = run_job(
         &server,
-        json!({ "image": format!("{E2E_REPO}:v1"), "spec": "host", "cmd": ["/bin/sh", "-c", "echo hello; echo oops >&2"], "iter": 2 }),
-        &["completed", "failed", "canceled"],
+        json!({ "image": format!("{E2E_REPO}:v1"), "spec": "host", "cmd": ["/bin/sh", "-c", format!("{}; echo oops >&2", print_bmf("hello"))], "iter": 2 }),
+        &["processed", "failed", "canceled"],
     )
     .await;
-    assert_eq!(job["status"], "completed", "{job}");
+    // Run, reported, and turned into a report by the server.
+    assert_eq!(job["status"], "processed", "{job}");
     assert!(
         !job["runner"].is_null(),
         "the job records its runner: {job}"
@@ -45,7 +47,7 @@ async fn a_job_runs_end_to_end(backend: Backend) {
     assert_eq!(results.len(), 2, "{job}");
     for result in results {
         assert_eq!(result["exit_code"], 0);
-        assert_eq!(result["stdout"], "hello\n");
+        assert_eq!(result["stdout"], format!("{}\n", bmf("hello")));
         assert_eq!(result["stderr"], "oops\n");
     }
 
@@ -90,14 +92,18 @@ async fn large_output_is_uploaded(backend: Backend) {
 
     let job = run_job(
         &server,
-        json!({ "image": format!("{E2E_REPO}:v1"), "spec": "host", "cmd": ["/bin/sh", "-c", "head -c 20000000 /dev/zero | tr '\\0' a"] }),
-        &["completed", "failed", "canceled"],
+        json!({ "image": format!("{E2E_REPO}:v1"), "spec": "host", "cmd": ["/bin/sh", "-c", format!("{}; head -c 20000000 /dev/zero | tr '\\0' ' '", print_bmf("big"))] }),
+        &["processed", "failed", "canceled"],
     )
     .await;
-    assert_eq!(job["status"], "completed", "{}", job["error"]);
+    // Benchmark output padded to 20 MB (JSON allows the trailing whitespace), stored in
+    // full and processed.
+    assert_eq!(job["status"], "processed", "{}", job["error"]);
     let stdout = job["output"][0]["stdout"].as_str().unwrap_or_default();
-    assert_eq!(stdout.len(), 20_000_000, "{}", job["error"]);
-    assert!(stdout.bytes().all(|b| b == b'a'));
+    let head = format!("{}\n", bmf("big"));
+    assert_eq!(stdout.len(), head.len() + 20_000_000, "{}", job["error"]);
+    assert!(stdout.starts_with(&head));
+    assert!(stdout[head.len()..].bytes().all(|b| b == b' '));
     let (code, log) = runner.stop().await;
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("output uploaded"), "{log}");
@@ -135,11 +141,11 @@ async fn specs_the_runner_cannot_serve_are_never_claimed(backend: Backend) {
     let runner = Runner::start(&server, &key);
     let done = run_job(
         &server,
-        json!({ "image": format!("{E2E_REPO}:v1"), "spec": "host", "cmd": ["/bin/sh", "-c", "echo served"] }),
-        &["completed", "failed", "canceled"],
+        json!({ "image": format!("{E2E_REPO}:v1"), "spec": "host", "cmd": ["/bin/sh", "-c", print_bmf("served")] }),
+        &["processed", "failed", "canceled"],
     )
     .await;
-    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["status"], "processed", "{done}");
     assert_eq!(job(&server, &huge).await["status"], "pending");
     let (code, log) = runner.stop().await;
     assert_eq!(code, Some(0), "{log}");

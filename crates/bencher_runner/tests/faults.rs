@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use bencher_test_support::{Backend, TestServer, backend_tests};
 use common::{
-    DONE, E2E_REPO, Runner, RunnerDirs, get, job, marker, marker_alive, post, privileged,
-    push_host_image, register_named_runner, register_runner, register_spec, run_job, submit,
-    wait_job, wait_marker_alive, wait_marker_gone,
+    DONE, E2E_REPO, Runner, RunnerDirs, bmf, get, job, marker, marker_alive, post, print_bmf,
+    privileged, push_host_image, register_named_runner, register_runner, register_spec, run_job,
+    submit, wait_job, wait_marker_alive, wait_marker_gone,
 };
 use serde_json::{Value, json};
 
@@ -31,7 +31,7 @@ async fn setup(server: &TestServer) -> String {
 async fn echo(server: &TestServer, text: &str) -> Value {
     let job = run_job(
         server,
-        json!({ "image": image(), "spec": "host", "cmd": ["/bin/sh", "-c", format!("echo {text}")] }),
+        json!({ "image": image(), "spec": "host", "cmd": ["/bin/sh", "-c", print_bmf(text)] }),
         DONE,
     )
     .await;
@@ -40,7 +40,11 @@ async fn echo(server: &TestServer, text: &str) -> Value {
         "{job}"
     );
     assert_eq!(job["output"].as_array().map(Vec::len), Some(1), "{job}");
-    assert_eq!(job["output"][0]["stdout"], format!("{text}\n"), "{job}");
+    assert_eq!(
+        job["output"][0]["stdout"],
+        format!("{}\n", bmf(text)),
+        "{job}"
+    );
     job
 }
 
@@ -150,7 +154,7 @@ async fn restart_after_kill_9_ends_the_job_once(backend: Backend) {
     let sleep = marker(2);
     let uuid = submit(
         &server,
-        json!({ "image": image(), "spec": "host", "cmd": ["/bin/sh", "-c", format!("/bin/sleep {sleep}; echo done")] }),
+        json!({ "image": image(), "spec": "host", "cmd": ["/bin/sh", "-c", format!("/bin/sleep {sleep}; {}", print_bmf("done"))] }),
     )
     .await;
     wait_job(&server, &uuid, &["running"]).await;
@@ -200,7 +204,7 @@ async fn spooled_result_survives_a_server_restart_and_a_kill_9(backend: Backend)
     let sleep = marker(2);
     let uuid = submit(
         &server,
-        json!({ "image": image(), "spec": "host", "cmd": ["/bin/sh", "-c", format!("/bin/sleep {sleep}; echo done")] }),
+        json!({ "image": image(), "spec": "host", "cmd": ["/bin/sh", "-c", format!("/bin/sleep {sleep}; {}", print_bmf("done"))] }),
     )
     .await;
     wait_job(&server, &uuid, &["running"]).await;
@@ -222,7 +226,7 @@ async fn spooled_result_survives_a_server_restart_and_a_kill_9(backend: Backend)
         .as_array()
         .unwrap_or_else(|| panic!("{done}"));
     assert_eq!(output.len(), 1, "{done}");
-    assert_eq!(output[0]["stdout"], "done\n", "{done}");
+    assert_eq!(output[0]["stdout"], format!("{}\n", bmf("done")), "{done}");
     assert_eq!(output[0]["exit_code"], 0, "{done}");
     // The restarted runner serves, and the re-sent result was acknowledged: the spool is
     // empty and the job did not change.
@@ -256,7 +260,7 @@ async fn three_runners_run_twenty_jobs_exactly_once(backend: Backend) {
     for n in 0..20 {
         let uuid = submit(
             &server,
-            json!({ "image": image(), "spec": "host", "cmd": ["/bin/sh", "-c", format!("echo {n}")] }),
+            json!({ "image": image(), "spec": "host", "cmd": ["/bin/sh", "-c", print_bmf(&n.to_string())] }),
         )
         .await;
         uuids.push(uuid);
@@ -270,7 +274,11 @@ async fn three_runners_run_twenty_jobs_exactly_once(backend: Backend) {
         );
         let output = job["output"].as_array().unwrap_or_else(|| panic!("{job}"));
         assert_eq!(output.len(), 1, "run once: {job}");
-        assert_eq!(output[0]["stdout"], format!("{n}\n"), "{job}");
+        assert_eq!(
+            output[0]["stdout"],
+            format!("{}\n", bmf(&n.to_string())),
+            "{job}"
+        );
         assert_eq!(output[0]["exit_code"], 0, "{job}");
         *by_runner.entry(job["runner"].to_string()).or_default() += 1;
     }

@@ -1,7 +1,8 @@
 //! The Bencher API server as a library: `App::open` prepares the data directory, the
 //! store and the first admin token; `App::serve` runs the REST API, the registry and the
 //! runner channels on a listener the caller bound, with the background tasks (upload
-//! sweeper, job timeouts, and on PostgreSQL the notification listener), until the
+//! sweeper, job timeouts, report processing, and on PostgreSQL the notification
+//! listener), until the
 //! caller's shutdown signal. The `bencher-server` binary is a thin wrapper, and tests run
 //! the same code on `127.0.0.1:0`.
 
@@ -15,6 +16,7 @@ pub mod config;
 mod http;
 pub mod queue;
 pub mod registry;
+pub mod report;
 pub mod store;
 pub mod threshold;
 
@@ -158,6 +160,13 @@ impl App {
                 self.timeouts(),
             )),
         ];
+        tasks.push(tokio::spawn(report::process_forever(
+            self.store.clone(),
+            self.blobs.clone(),
+            self.clock.clone(),
+            self.hub.clone(),
+            self.config.max_output_size.bytes(),
+        )));
         if self.store.backend() == store::Backend::Postgres {
             tasks.push(tokio::spawn(channel::notify::listen_forever(
                 self.config.database_url(),

@@ -335,6 +335,18 @@ impl Runner {
     }
 }
 
+/// One line of benchmark output in the Bencher Metric Format, naming benchmark `name`:
+/// what test jobs print, so the server turns their output into a report (output no
+/// adapter reads fails the job).
+pub fn bmf(name: &str) -> String {
+    format!(r#"{{"{name}":{{"latency":{{"value":1.0}}}}}}"#)
+}
+
+/// A shell command printing [`bmf`] of `name` and a newline.
+pub fn print_bmf(name: &str) -> String {
+    format!("echo '{}'", bmf(name))
+}
+
 /// Submits a job for the test image; returns its UUID.
 pub async fn submit(server: &TestServer, job: Value) -> String {
     let submitted = post(

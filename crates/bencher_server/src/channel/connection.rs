@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bencher_types::protocol::{IterationResult, ParseError, RunnerMessage, ServerMessage};
-use bencher_types::{Capabilities, JobUuid, JsonSpec, ResourceId, RunnerUuid, Slug, SpecUuid};
+use bencher_types::{
+    Capabilities, JobStatus, JobUuid, JsonSpec, ResourceId, RunnerUuid, Slug, SpecUuid,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -676,6 +678,9 @@ impl Channel {
                 match ctx.store.transition_job(uuid, event, &change, now).await {
                     Ok(after) => {
                         tracing::info!(runner = %ctx.runner, job = %uuid, status = %after.job().status, "job finished");
+                        if after.job().status == JobStatus::Completed {
+                            ctx.hub.wake_reports();
+                        }
                     }
                     // It ended otherwise meanwhile; its output is kept all the same.
                     Err(TransitionError::Invalid(_)) => {

@@ -152,6 +152,8 @@ struct Inner {
     channels: Mutex<HashMap<RunnerUuid, Live>>,
     waiters: Mutex<Waiters>,
     timeouts: Notify,
+    /// Wakes the report processing task (`crate::report`) when a job completes.
+    reports: Notify,
 }
 
 /// The registry of live channels and waiting runners; cheap to clone.
@@ -175,6 +177,7 @@ impl Hub {
                 channels: Mutex::default(),
                 waiters: Mutex::default(),
                 timeouts: Notify::new(),
+                reports: Notify::new(),
             }),
         }
     }
@@ -348,6 +351,14 @@ impl Hub {
 
     pub(crate) async fn timeouts_woken(&self) {
         self.inner.timeouts.notified().await;
+    }
+
+    pub(crate) fn wake_reports(&self) {
+        self.inner.reports.notify_one();
+    }
+
+    pub(crate) async fn reports_woken(&self) {
+        self.inner.reports.notified().await;
     }
 
     fn command(&self, runner: RunnerUuid, except: Option<Uuid>, command: Command) {

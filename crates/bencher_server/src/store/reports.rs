@@ -273,7 +273,7 @@ pub struct ReportWrite<'a> {
 }
 
 /// What history a metric is compared with: the same branch head, testbed, benchmark,
-/// measure and Spec, in reports made before `before` (and after `since`), newest first.
+/// measure and Spec, in processed reports made up to `before` and from `since`, newest first.
 #[derive(Debug, Clone)]
 pub struct HistoryQuery<'a> {
     pub head: &'a str,
@@ -326,7 +326,7 @@ impl Store {
              JOIN measure ms ON ms.uuid = mt.measure_uuid \
              WHERE r.head_uuid = $1 AND r.testbed_uuid = $2 AND r.spec_uuid = $3 \
              AND b.name = $4 AND ms.slug = $5 AND r.uuid <> $6 AND r.processed IS NOT NULL \
-             AND COALESCE(r.end_time, r.created) < $7 AND COALESCE(r.end_time, r.created) >= $8 \
+             AND COALESCE(r.end_time, r.created) <= $7 AND COALESCE(r.end_time, r.created) >= $8 \
              ORDER BY t DESC, r.uuid DESC LIMIT $9",
         )
         .bind(query.head.to_owned())

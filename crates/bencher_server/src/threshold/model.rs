@@ -55,6 +55,11 @@ impl Test {
         }
     }
 
+    /// The test with wire name `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|test| test.as_str() == name)
+    }
+
     /// The fewest history values the statistic is defined on: a mean needs one value, a
     /// spread (standard deviation, IQR, one relative change) needs two. `static` needs
     /// none.

@@ -1,0 +1,420 @@
+//! Results become Reports: a job's stored output is parsed with its adapter
+//! (`crate::adapter`), folded when asked, written as metrics, and each metric is checked
+//! against the thresholds of its branch, testbed and measure (`crate::threshold`) over
+//! the history of the same benchmark on the same Spec; a value past a limit raises an
+//! alert. IO: the store and blob storage (the stored output); `metrics_of` is pure.
+//!
+//! Processing happens after the runner's terminal message is acknowledged, in a
+//! background task woken when a job completes and every [`RESCAN`] (which also finds
+//! jobs completed before a restart or on another server process). Everything a report
+//! gets is written in one transaction with the job's `completed → processed`, so a crash
+//! midway leaves nothing and the next pass writes the same report again; a second
+//! process racing for the same job writes nothing.
+
+use std::time::Duration;
+
+use bencher_types::protocol::{IterationResult, JobConfig};
+use bencher_types::{Adapter, Fold, JobUuid};
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::adapter::{self, AdapterResults};
+use crate::blobs::BlobStore;
+use crate::channel::Hub;
+use crate::channel::output::{OutputDocument, OutputError, read_output};
+use crate::clock::Clock;
+use crate::http::error::error_chain;
+use crate::queue::JobEvent;
+use crate::store::jobs::{JobChange, TransitionError};
+use crate::store::reports::{
+    HistoryQuery, JobReport, NewBoundary, NewMetric, ReportWrite, ThresholdModel,
+};
+use crate::store::{Store, StoreError};
+use crate::threshold::{self, Model, ModelParameters, Outcome, Side};
+
+/// How often the task looks for completed jobs when nothing wakes it.
+pub const RESCAN: Duration = Duration::from_secs(30);
+
+/// Benchmarks whose name ends with this are recorded but never alert.
+pub const IGNORE_SUFFIX: &str = "-bencher-ignore";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot read the job's output")]
+    Output(#[from] OutputError),
+    #[error("cannot record the job's failure")]
+    Transition(#[source] TransitionError),
+    #[error("the job's stored configuration is unreadable")]
+    Config(#[source] serde_json::Error),
+}
+
+/// What processing did with one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Processed {
+    /// Its report has `metrics` metrics and raised `alerts` alerts.
+    Report { metrics: usize, alerts: usize },
+    /// Its output could not be parsed; the job is `failed` with this message.
+    Failed(String),
+    /// Not `completed` (any more): processed elsewhere, or never finished.
+    Skipped,
+}
+
+/// Runs until aborted: processes every completed job, then waits for a wake-up or
+/// [`RESCAN`].
+pub(crate) async fn process_forever(
+    store: Store,
+    blobs: BlobStore,
+    clock: Clock,
+    hub: Hub,
+    max_output_size: u64,
+) {
+    loop {
+        match store.completed_jobs().await {
+            Ok(jobs) => {
+                for job in jobs {
+                    if let Err(error) =
+                        process_job(&store, &blobs, &clock, job, max_output_size).await
+                    {
+                        // Left `completed`: the next pass retries.
+                        tracing::warn!(%job, error = %error_chain(&error), "processing a job's results failed");
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "cannot list completed jobs");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RESCAN) => {}
+            () = hub.reports_woken() => {}
+        }
+    }
+}
+
+/// Processes one completed job's output into its report.
+pub async fn process_job(
+    store: &Store,
+    blobs: &BlobStore,
+    clock: &Clock,
+    job: JobUuid,
+    max_output_size: u64,
+) -> Result<Processed, ProcessError> {
+    let Some(report) = store.job_report(job).await? else {
+        return Ok(Processed::Skipped);
+    };
+    let Some(digest) = report.output_digest.as_deref() else {
+        return fail(
+            store,
+            clock,
+            job,
+            "the job completed without output".to_owned(),
+        )
+        .await;
+    };
+    let Some(output) = read_output(blobs, digest, max_output_size).await? else {
+        return fail(
+            store,
+            clock,
+            job,
+            format!("the job's output `{digest}` is missing"),
+        )
+        .await;
+    };
+    let config: JobConfig = serde_json::from_str(&report.config).map_err(ProcessError::Config)?;
+    let settings = Settings::of(&report);
+    let metrics = match metrics_of(&settings, &config, &output) {
+        Ok(metrics) => metrics,
+        Err(message) => return fail(store, clock, job, message).await,
+    };
+    let report_time = report.ended.unwrap_or(report.created);
+    let boundaries = boundaries(store, &report, report_time, &metrics.metrics).await?;
+    let alerts = boundaries.iter().filter(|b| b.alert.is_some()).count();
+    let written = store
+        .write_report(
+            &ReportWrite {
+                report: &report.report,
+                project: report.project,
+                job: Some(job),
+                start_time: report.started,
+                end_time: report.ended,
+                iterations: metrics.iterations,
+                metrics: &metrics.metrics,
+                boundaries: &boundaries,
+            },
+            clock.now(),
+        )
+        .await?;
+    if !written {
+        return Ok(Processed::Skipped);
+    }
+    tracing::info!(
+        %job, report = %report.report, adapter = %metrics.adapter,
+        metrics = metrics.metrics.len(), alerts, "report processed"
+    );
+    Ok(Processed::Report {
+        metrics: metrics.metrics.len(),
+        alerts,
+    })
+}
+
+/// `completed → failed` with the reason; a job no longer `completed` is left alone.
+async fn fail(
+    store: &Store,
+    clock: &Clock,
+    job: JobUuid,
+    message: String,
+) -> Result<Processed, ProcessError> {
+    let change = JobChange {
+        error: Some(message.clone()),
+        ..JobChange::default()
+    };
+    match store
+        .transition_job(job, JobEvent::ProcessingFailed, &change, clock.now())
+        .await
+    {
+        Ok(_) => {
+            tracing::warn!(%job, error = %message, "the job's output cannot be turned into a report");
+            Ok(Processed::Failed(message))
+        }
+        Err(TransitionError::Invalid(_) | TransitionError::NotFound(_)) => Ok(Processed::Skipped),
+        Err(error) => Err(ProcessError::Transition(error)),
+    }
+}
+
+/// How a report's results are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// `None`: `magic`.
+    pub adapter: Option<Adapter>,
+    pub fold: Option<Fold>,
+}
+
+impl Settings {
+    fn of(report: &JobReport) -> Self {
+        Self {
+            // Stored values were validated on the way in; an unknown one reads as magic.
+            adapter: report.adapter.as_deref().and_then(|a| a.parse().ok()),
+            fold: report.fold.as_deref().and_then(|f| f.parse().ok()),
+        }
+    }
+}
+
+/// A job's results as metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics {
+    /// The adapter that parsed them (the one `magic` chose, with `magic`).
+    pub adapter: Adapter,
+    /// Iterations recorded: 1 when folded.
+    pub iterations: u32,
+    pub metrics: Vec<NewMetric>,
+}
+
+/// Parses every successful iteration's results: the output files when the job names
+/// some (each parsed on its own, then merged), else stdout. Iterations that failed (kept
+/// by `allow_failure`) are left out; a job with none left, or whose output the adapter
+/// cannot read, gets the reason as an error.
+pub fn metrics_of(
+    settings: &Settings,
+    config: &JobConfig,
+    output: &OutputDocument,
+) -> Result<Metrics, String> {
+    let succeeded: Vec<(usize, &IterationResult)> = output
+        .results
+        .iter()
+        .enumerate()
+        .filter(|(_, result)| result.exit_code == 0)
+        .collect();
+    if succeeded.is_empty() {
+        return Err(format!(
+            "no iteration succeeded ({} ran), so there are no results to report",
+            output.results.len()
+        ));
+    }
+    let files = config.file_paths.as_deref().unwrap_or_default();
+    let mut used = settings.adapter.unwrap_or(Adapter::Magic);
+    let mut parsed = Vec::with_capacity(succeeded.len());
+    for (index, result) in &succeeded {
+        let texts: Vec<(String, &str)> = if files.is_empty() {
+            vec![(
+                "stdout".to_owned(),
+                result.stdout.as_deref().unwrap_or_default(),
+            )]
+        } else {
+            files
+                .iter()
+                .map(|path| {
+                    let text = result
+                        .output
+                        .as_ref()
+                        .and_then(|files| files.get(path))
+                        .ok_or_else(|| {
+                            format!(
+                                "iteration {}: output file `{path}` was not collected",
+                                index + 1
+                            )
+                        })?;
+                    Ok((format!("`{path}`"), text.as_str()))
+                })
+                .collect::<Result<_, String>>()?
+        };
+        let mut merged: Option<AdapterResults> = None;
+        for (source, text) in texts {
+            let (adapter, results) = parse(settings.adapter, text)
+                .map_err(|e| format!("iteration {}, {source}: {e}", index + 1))?;
+            used = adapter;
+            merged = Some(match merged {
+                None => results,
+                Some(earlier) => merge(earlier, results).map_err(|benchmark| {
+                    format!(
+                        "iteration {}: benchmark `{benchmark}` appears in more than one output file",
+                        index + 1
+                    )
+                })?,
+            });
+        }
+        parsed.extend(merged);
+    }
+    let (iterations, parsed) = match settings.fold {
+        Some(how) => (vec![0], vec![adapter::fold(&parsed, how)]),
+        None => ((0..parsed.len()).collect(), parsed),
+    };
+    let recorded = u32::try_from(iterations.len()).unwrap_or(u32::MAX);
+    let mut metrics = Vec::new();
+    for (iteration, results) in iterations.into_iter().zip(parsed) {
+        for (benchmark, measures) in results.into_inner() {
+            for (measure, metric) in measures {
+                metrics.push(NewMetric {
+                    iteration: u32::try_from(iteration).unwrap_or(u32::MAX),
+                    benchmark: benchmark.as_str().to_owned(),
+                    measure: measure.to_string(),
+                    value: metric.value(),
+                    lower_value: metric.lower_value(),
+                    upper_value: metric.upper_value(),
+                });
+            }
+        }
+    }
+    Ok(Metrics {
+        adapter: used,
+        iterations: recorded,
+        metrics,
+    })
+}
+
+fn parse(
+    adapter: Option<Adapter>,
+    text: &str,
+) -> Result<(Adapter, AdapterResults), adapter::AdapterError> {
+    match adapter.unwrap_or(Adapter::Magic) {
+        Adapter::Magic => adapter::magic(text),
+        adapter => adapter::parse(adapter, text).map(|results| (adapter, results)),
+    }
+}
+
+/// Two files' results as one; `Err(benchmark)` when both name a benchmark.
+fn merge(earlier: AdapterResults, later: AdapterResults) -> Result<AdapterResults, String> {
+    let mut all = earlier.into_inner();
+    for (benchmark, measures) in later.into_inner() {
+        if all.contains_key(&benchmark) {
+            return Err(benchmark.as_str().to_owned());
+        }
+        all.insert(benchmark, measures);
+    }
+    Ok(AdapterResults::from(all))
+}
+
+/// Checks every metric against the thresholds of its measure on the report's branch and
+/// testbed.
+async fn boundaries(
+    store: &Store,
+    report: &JobReport,
+    report_time: DateTime<Utc>,
+    metrics: &[NewMetric],
+) -> Result<Vec<NewBoundary>, StoreError> {
+    let Some(head) = report.head.as_deref() else {
+        return Ok(Vec::new());
+    };
+    let thresholds = store
+        .thresholds_for(&report.branch, &report.testbed)
+        .await?;
+    let mut boundaries = Vec::new();
+    for (index, metric) in metrics.iter().enumerate() {
+        for threshold in thresholds
+            .iter()
+            .filter(|t| t.measure_slug == metric.measure)
+        {
+            let Some(model) = model_of(threshold) else {
+                continue;
+            };
+            let since = model
+                .window()
+                .map(|seconds| report_time - TimeDelta::seconds(seconds.into()));
+            let mut history: Vec<f64> = store
+                .history(&HistoryQuery {
+                    head,
+                    testbed: &report.testbed,
+                    spec: &report.spec,
+                    benchmark: &metric.benchmark,
+                    measure: &metric.measure,
+                    before: report_time,
+                    since,
+                    limit: model.max_sample_size(),
+                    exclude_report: &report.report,
+                })
+                .await?
+                .into_iter()
+                .map(|(_, value)| value)
+                .collect();
+            history.reverse();
+            let boundary = match threshold::boundary(&model, &history, metric.value) {
+                Ok(boundary) => boundary,
+                Err(error) => {
+                    tracing::warn!(benchmark = %metric.benchmark, %error, "a metric cannot be checked");
+                    continue;
+                }
+            };
+            let ignored = metric.benchmark.ends_with(IGNORE_SUFFIX);
+            let alert = match boundary.outcome {
+                Outcome::Alert { side, .. } if !ignored => Some(match side {
+                    Side::Lower => "lower",
+                    Side::Upper => "upper",
+                }),
+                _ => None,
+            };
+            boundaries.push(NewBoundary {
+                metric: index,
+                threshold: threshold.threshold.clone(),
+                model: threshold.model.clone(),
+                baseline: boundary.baseline,
+                lower_limit: boundary.lower_limit,
+                upper_limit: boundary.upper_limit,
+                alert,
+            });
+        }
+    }
+    Ok(boundaries)
+}
+
+/// A stored model, validated again (it was on the way in); an invalid one is skipped
+/// with a warning rather than failing every report of the branch.
+fn model_of(threshold: &ThresholdModel) -> Option<Model> {
+    let parameters = ModelParameters {
+        test: threshold::Test::from_name(&threshold.test)?,
+        min_sample_size: threshold.min_sample_size,
+        max_sample_size: threshold.max_sample_size,
+        window: threshold.window_seconds.and_then(|w| u32::try_from(w).ok()),
+        lower_boundary: threshold.lower_boundary,
+        upper_boundary: threshold.upper_boundary,
+    };
+    match Model::new(parameters) {
+        Ok(model) => Some(model),
+        Err(error) => {
+            tracing::warn!(threshold = %threshold.threshold, %error, "skipping an invalid stored threshold model");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
