@@ -11,6 +11,7 @@ mod name;
 mod pagination;
 mod project;
 pub mod protocol;
+mod results;
 mod runner;
 mod secret;
 mod server;
@@ -33,6 +34,7 @@ pub use job::{
 pub use name::{NameError, ResourceName};
 pub use pagination::{DEFAULT_PER_PAGE, Direction, MAX_PER_PAGE, Pagination, SortBy};
 pub use project::{JsonNewProject, JsonProject, ProjectQuery};
+pub use results::{JsonNewResults, JsonResultsReport, MAX_RESULTS};
 pub use runner::{
     JsonNewRunner, JsonNewRunnerSpec, JsonRunner, JsonRunnerKey, JsonUpdateRunner, RunnerQuery,
     RunnerState,

@@ -6,6 +6,7 @@ mod extract;
 mod jobs;
 mod projects;
 mod registry;
+mod results;
 mod runners;
 mod server;
 mod specs;
@@ -134,6 +135,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::view))
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::list_all))
+        .routes(routes!(results::create))
         .routes(routes!(registry::token))
         .routes(routes!(registry::gc))
 }

@@ -14,7 +14,10 @@
 use std::time::Duration;
 
 use bencher_types::protocol::{IterationResult, JobConfig};
-use bencher_types::{Adapter, Fold, JobUuid};
+use bencher_types::{
+    Adapter, DEFAULT_BRANCH, DEFAULT_TESTBED, Fold, JobUuid, JsonNewResults, JsonResultsReport,
+    ProjectUuid, ResourceName,
+};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::adapter::{self, AdapterResults};
@@ -24,7 +27,7 @@ use crate::channel::output::{OutputDocument, OutputError, read_output};
 use crate::clock::Clock;
 use crate::http::error::error_chain;
 use crate::queue::JobEvent;
-use crate::store::jobs::{JobChange, TransitionError};
+use crate::store::jobs::{CreateRunError, JobChange, ReportShell, TransitionError};
 use crate::store::reports::{
     HistoryQuery, JobReport, NewBoundary, NewMetric, ReportWrite, ThresholdModel,
 };
@@ -123,12 +126,20 @@ pub async fn process_job(
     };
     let config: JobConfig = serde_json::from_str(&report.config).map_err(ProcessError::Config)?;
     let settings = Settings::of(&report);
-    let metrics = match metrics_of(&settings, &config, &output) {
+    let files = config.file_paths.as_deref().unwrap_or_default();
+    let metrics = match metrics_of(&settings, files, &output) {
         Ok(metrics) => metrics,
         Err(message) => return fail(store, clock, job, message).await,
     };
     let report_time = report.ended.unwrap_or(report.created);
-    let boundaries = boundaries(store, &report, report_time, &metrics.metrics).await?;
+    let place = Place {
+        report: &report.report,
+        branch: &report.branch,
+        testbed: &report.testbed,
+        spec: &report.spec,
+        head: report.head.as_deref(),
+    };
+    let boundaries = boundaries(store, &place, report_time, &metrics.metrics).await?;
     let alerts = boundaries.iter().filter(|b| b.alert.is_some()).count();
     let written = store
         .write_report(
@@ -156,6 +167,108 @@ pub async fn process_job(
         metrics: metrics.metrics.len(),
         alerts,
     })
+}
+
+/// Why submitted results did not become a report. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    /// The results cannot be read: the client's mistake, with the adapter's message.
+    #[error("{0}")]
+    Unreadable(String),
+    #[error(transparent)]
+    Place(#[from] CreateRunError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Turns results submitted directly (a local `bencher run`) into a report, in one
+/// transaction: parsed and folded like a job's output, checked against the thresholds.
+pub async fn report_results(
+    store: &Store,
+    clock: &Clock,
+    project: ProjectUuid,
+    new: &JsonNewResults,
+) -> Result<JsonResultsReport, ResultsError> {
+    let settings = Settings {
+        adapter: new.adapter,
+        fold: new.fold,
+    };
+    let output = OutputDocument {
+        results: new
+            .results
+            .iter()
+            .map(|text| IterationResult {
+                exit_code: 0,
+                stdout: Some(text.clone()),
+                stderr: None,
+                output: None,
+            })
+            .collect(),
+        error: None,
+    };
+    // Parsed before anything is written: unreadable results write nothing.
+    let metrics = metrics_of(&settings, &[], &output).map_err(ResultsError::Unreadable)?;
+    let (branch, testbed) = (
+        new.branch
+            .clone()
+            .unwrap_or_else(|| default_name(DEFAULT_BRANCH)),
+        new.testbed
+            .clone()
+            .unwrap_or_else(|| default_name(DEFAULT_TESTBED)),
+    );
+    let now = clock.now();
+    let shell = ReportShell {
+        project,
+        branch: &branch,
+        testbed: &testbed,
+        spec: new.spec.as_ref(),
+        adapter: Some(metrics.adapter),
+        hash: new.hash.as_ref(),
+        fold: new.fold,
+        job: None,
+    };
+    let local = store.begin_local_report(&shell, now).await?;
+    let spec = local.placed.spec.uuid.to_string();
+    let place = Place {
+        report: &local.placed.report,
+        branch: &local.placed.branch,
+        testbed: &local.placed.testbed,
+        spec: &spec,
+        head: Some(&local.placed.head),
+    };
+    let boundaries = boundaries(store, &place, new.end_time, &metrics.metrics).await?;
+    let report = local.placed.report.clone();
+    let alerts = boundaries.iter().filter(|b| b.alert.is_some()).count();
+    local
+        .finish(
+            &ReportWrite {
+                report: &report,
+                project,
+                job: None,
+                start_time: Some(new.start_time),
+                end_time: Some(new.end_time),
+                iterations: metrics.iterations,
+                metrics: &metrics.metrics,
+                boundaries: &boundaries,
+            },
+            now,
+        )
+        .await?;
+    Ok(JsonResultsReport {
+        report: report
+            .parse()
+            .map_err(|e| StoreError::corrupt("report", format!("uuid `{report}`: {e}")))?,
+        adapter: metrics.adapter,
+        iterations: metrics.iterations,
+        metrics: metrics.metrics.len() as u64,
+        alerts: alerts as u64,
+    })
+}
+
+/// A default branch or testbed name; both are valid names.
+fn default_name(name: &str) -> ResourceName {
+    name.parse()
+        .expect("the default branch and testbed names are valid")
 }
 
 /// `completed → failed` with the reason; a job no longer `completed` is left alone.
@@ -216,7 +329,7 @@ pub struct Metrics {
 /// cannot read, gets the reason as an error.
 pub fn metrics_of(
     settings: &Settings,
-    config: &JobConfig,
+    files: &[String],
     output: &OutputDocument,
 ) -> Result<Metrics, String> {
     let succeeded: Vec<(usize, &IterationResult)> = output
@@ -231,7 +344,6 @@ pub fn metrics_of(
             output.results.len()
         ));
     }
-    let files = config.file_paths.as_deref().unwrap_or_default();
     let mut used = settings.adapter.unwrap_or(Adapter::Magic);
     let mut parsed = Vec::with_capacity(succeeded.len());
     for (index, result) in &succeeded {
@@ -324,15 +436,25 @@ fn merge(earlier: AdapterResults, later: AdapterResults) -> Result<AdapterResult
     Ok(AdapterResults::from(all))
 }
 
+/// Where a report sits: what its metrics are compared within.
+struct Place<'a> {
+    report: &'a str,
+    branch: &'a str,
+    testbed: &'a str,
+    spec: &'a str,
+    /// `None` for reports made before heads existed: no history to compare with.
+    head: Option<&'a str>,
+}
+
 /// Checks every metric against the thresholds of its measure on the report's branch and
 /// testbed.
 async fn boundaries(
     store: &Store,
-    report: &JobReport,
+    report: &Place<'_>,
     report_time: DateTime<Utc>,
     metrics: &[NewMetric],
 ) -> Result<Vec<NewBoundary>, StoreError> {
-    let Some(head) = report.head.as_deref() else {
+    let Some(head) = report.head else {
         return Ok(Vec::new());
     };
     let thresholds = store
@@ -353,14 +475,14 @@ async fn boundaries(
             let mut history: Vec<f64> = store
                 .history(&HistoryQuery {
                     head,
-                    testbed: &report.testbed,
-                    spec: &report.spec,
+                    testbed: report.testbed,
+                    spec: report.spec,
                     benchmark: &metric.benchmark,
                     measure: &metric.measure,
                     before: report_time,
                     since,
                     limit: model.max_sample_size(),
-                    exclude_report: &report.report,
+                    exclude_report: report.report,
                 })
                 .await?
                 .into_iter()

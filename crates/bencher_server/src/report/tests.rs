@@ -3,26 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use bencher_types::ProjectUuid;
-
 use super::*;
 
-fn config(files: Option<&[&str]>) -> JobConfig {
-    JobConfig {
-        registry: "http://localhost".into(),
-        project: ProjectUuid::new_v4(),
-        digest: format!("sha256:{}", "a".repeat(64)),
-        image: None,
-        entrypoint: None,
-        cmd: None,
-        env: None,
-        timeout: 60,
-        file_paths: files.map(|f| f.iter().map(|p| (*p).to_owned()).collect()),
-        build_time: None,
-        file_size: None,
-        iter: None,
-        allow_failure: None,
-    }
+fn config(files: Option<&[&str]>) -> Vec<String> {
+    files
+        .unwrap_or_default()
+        .iter()
+        .map(|p| (*p).to_owned())
+        .collect()
 }
 
 fn bmf(benchmark: &str, value: f64) -> String {

@@ -522,6 +522,95 @@ fn transition_statement(
     (sql, binds)
 }
 
+/// A report about to be made: where it goes and how its results are read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportShell<'a> {
+    pub project: ProjectUuid,
+    pub branch: &'a ResourceName,
+    pub testbed: &'a ResourceName,
+    /// The explicit Spec, if any; else the testbed's, else the fallback.
+    pub spec: Option<&'a ResourceId>,
+    pub adapter: Option<Adapter>,
+    pub hash: Option<&'a GitHash>,
+    pub fold: Option<Fold>,
+    /// The job producing it, if any.
+    pub job: Option<&'a str>,
+}
+
+/// Where a new report went.
+#[derive(Debug, Clone)]
+pub struct PlacedReport {
+    pub report: String,
+    pub branch: String,
+    pub testbed: String,
+    pub spec: JsonSpec,
+    pub head: String,
+    pub version: String,
+}
+
+/// Inserts a report shell: the branch and testbed (created by name when missing), the
+/// Spec (explicit, else the testbed's, else the fallback, else `NoSpec`) recorded on the
+/// testbed and the report, and the report's place in the branch's history.
+pub(crate) async fn insert_report_shell(
+    tx: &mut Transaction<'static, Any>,
+    shell: &ReportShell<'_>,
+    now: DateTime<Utc>,
+) -> Result<PlacedReport, CreateRunError> {
+    let branch = find_or_create(tx, Named::Branch, shell.project, shell.branch, now).await?;
+    let testbed = find_or_create(tx, Named::Testbed, shell.project, shell.testbed, now).await?;
+    let testbed_spec: Option<String> =
+        sqlx::query_scalar("SELECT spec_uuid FROM testbed WHERE uuid = $1")
+            .bind(testbed.clone())
+            .fetch_one(&mut **tx)
+            .await?;
+    let spec = choose_spec(tx, shell.spec, shell.testbed, testbed_spec).await?;
+    let spec_uuid = spec.uuid.to_string();
+    sqlx::query(
+        "UPDATE testbed SET spec_uuid = $1, modified = $2 \
+         WHERE uuid = $3 AND (spec_uuid IS NULL OR spec_uuid <> $1)",
+    )
+    .bind(spec_uuid.clone())
+    .bind(to_millis(now))
+    .bind(testbed.clone())
+    .execute(&mut **tx)
+    .await?;
+    let (head, version) = super::reports::place_in_history(
+        tx,
+        shell.project,
+        &branch,
+        shell.hash.map(GitHash::as_str),
+        now,
+    )
+    .await?;
+    let report = uuid::Uuid::new_v4().to_string();
+    sqlx::query(
+        "INSERT INTO report (uuid, project_uuid, branch_uuid, testbed_uuid, spec_uuid, job_uuid, \
+         adapter, created, head_uuid, version_uuid, fold) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(report.clone())
+    .bind(shell.project.to_string())
+    .bind(branch.clone())
+    .bind(testbed.clone())
+    .bind(spec_uuid)
+    .bind(shell.job.map(str::to_owned))
+    .bind(shell.adapter.map(|a| a.as_str().to_owned()))
+    .bind(to_millis(now))
+    .bind(head.clone())
+    .bind(version.clone())
+    .bind(shell.fold.map(|f| f.as_str().to_owned()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(PlacedReport {
+        report,
+        branch,
+        testbed,
+        spec,
+        head,
+        version,
+    })
+}
+
 /// `completed → processed` inside the transaction writing the job's report; `false`
 /// when the job is not `completed` (processed by another process, or failed meanwhile).
 pub(crate) async fn mark_processed(
@@ -564,54 +653,19 @@ impl Store {
     ) -> Result<Job, CreateRunError> {
         let config = serde_json::to_string(&new.config).map_err(CreateRunError::Config)?;
         let mut tx = self.begin_write().await?;
-        let branch = find_or_create(&mut tx, Named::Branch, new.project, &new.branch, now).await?;
-        let testbed =
-            find_or_create(&mut tx, Named::Testbed, new.project, &new.testbed, now).await?;
-        let testbed_spec: Option<String> =
-            sqlx::query_scalar("SELECT spec_uuid FROM testbed WHERE uuid = $1")
-                .bind(testbed.clone())
-                .fetch_one(&mut *tx)
-                .await?;
-        let spec = choose_spec(&mut tx, new.spec.as_ref(), &new.testbed, testbed_spec).await?;
-        let spec_uuid = spec.uuid.to_string();
-        sqlx::query(
-            "UPDATE testbed SET spec_uuid = $1, modified = $2 \
-             WHERE uuid = $3 AND (spec_uuid IS NULL OR spec_uuid <> $1)",
-        )
-        .bind(spec_uuid.clone())
-        .bind(to_millis(now))
-        .bind(testbed.clone())
-        .execute(&mut *tx)
-        .await?;
-
-        let (head, version) = super::reports::place_in_history(
-            &mut tx,
-            new.project,
-            &branch,
-            new.hash.as_ref().map(GitHash::as_str),
-            now,
-        )
-        .await?;
-        let report = uuid::Uuid::new_v4().to_string();
         let job = uuid::Uuid::new_v4().to_string();
-        sqlx::query(
-            "INSERT INTO report (uuid, project_uuid, branch_uuid, testbed_uuid, spec_uuid, job_uuid, \
-             adapter, created, head_uuid, version_uuid, fold) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(report.clone())
-        .bind(new.project.to_string())
-        .bind(branch)
-        .bind(testbed)
-        .bind(spec_uuid.clone())
-        .bind(job.clone())
-        .bind(new.adapter.as_ref().map(|a| a.as_str().to_owned()))
-        .bind(to_millis(now))
-        .bind(head)
-        .bind(version)
-        .bind(new.fold.map(|f| f.as_str().to_owned()))
-        .execute(&mut *tx)
-        .await?;
+        let shell = ReportShell {
+            project: new.project,
+            branch: &new.branch,
+            testbed: &new.testbed,
+            spec: new.spec.as_ref(),
+            adapter: new.adapter,
+            hash: new.hash.as_ref(),
+            fold: new.fold,
+            job: Some(&job),
+        };
+        let placed = insert_report_shell(&mut tx, &shell, now).await?;
+        let (report, spec_uuid) = (placed.report.clone(), placed.spec.uuid.to_string());
         sqlx::query(
             "INSERT INTO job (uuid, project_uuid, report_uuid, spec_uuid, config, status, last_event, \
              priority, runner_uuid, created, claimed, started, ended, last_heartbeat, output_digest, \

@@ -10,6 +10,7 @@ use bencher_types::{JobUuid, ProjectUuid, Slug};
 use chrono::{DateTime, Utc};
 use sqlx::{Any, Transaction};
 
+use super::jobs::{CreateRunError, PlacedReport, ReportShell, insert_report_shell};
 use super::{Store, StoreError, from_millis, to_millis};
 
 const TABLE: &str = "report";
@@ -353,139 +354,188 @@ impl Store {
         write: &ReportWrite<'_>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let ReportWrite {
-            report,
-            project,
-            job,
-            start_time,
-            end_time,
-            iterations,
-            metrics,
-            boundaries,
-        } = *write;
         let mut tx = self.begin_write().await?;
-        let claimed = sqlx::query(
-            "UPDATE report SET processed = $1, start_time = $2, end_time = $3, iterations = $4 \
-             WHERE uuid = $5 AND processed IS NULL",
-        )
-        .bind(to_millis(now))
-        .bind(start_time.map(to_millis))
-        .bind(end_time.map(to_millis))
-        .bind(i64::from(iterations))
-        .bind(report.to_owned())
-        .execute(&mut *tx)
-        .await?;
-        if claimed.rows_affected() == 0 {
+        if write_in(&mut tx, write, now).await? {
+            tx.commit().await?;
+            Ok(true)
+        } else {
             tx.rollback().await?;
-            return Ok(false);
+            Ok(false)
         }
-        if let Some(job) = job
-            && !super::jobs::mark_processed(&mut tx, job, now).await?
-        {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        let mut benchmarks: HashMap<&str, String> = HashMap::new();
-        let mut measures: HashMap<&str, String> = HashMap::new();
-        let mut report_benchmarks: HashMap<(u32, &str), String> = HashMap::new();
-        let mut metric_uuids = Vec::with_capacity(metrics.len());
-        for metric in metrics {
-            let benchmark = match benchmarks.get(metric.benchmark.as_str()) {
-                Some(uuid) => uuid.clone(),
-                None => {
-                    let uuid = get_or_create(
-                        &mut tx,
-                        NamedTable::Benchmark,
-                        project,
-                        &metric.benchmark,
-                        "",
-                        now,
-                    )
-                    .await?;
-                    benchmarks.insert(&metric.benchmark, uuid.clone());
-                    uuid
-                }
-            };
-            let measure = match measures.get(metric.measure.as_str()) {
-                Some(uuid) => uuid.clone(),
-                None => {
-                    let (name, units) = measure_name(&metric.measure);
-                    let uuid =
-                        get_or_create_measure(&mut tx, project, &metric.measure, name, units, now)
-                            .await?;
-                    measures.insert(&metric.measure, uuid.clone());
-                    uuid
-                }
-            };
-            let key = (metric.iteration, metric.benchmark.as_str());
-            let report_benchmark = match report_benchmarks.get(&key) {
-                Some(uuid) => uuid.clone(),
-                None => {
-                    let uuid = uuid::Uuid::new_v4().to_string();
-                    sqlx::query(
-                        "INSERT INTO report_benchmark (uuid, report_uuid, iteration, benchmark_uuid) \
-                         VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(uuid.clone())
-                    .bind(report.to_owned())
-                    .bind(i64::from(metric.iteration))
-                    .bind(benchmark)
-                    .execute(&mut *tx)
-                    .await?;
-                    report_benchmarks.insert(key, uuid.clone());
-                    uuid
-                }
-            };
-            let uuid = uuid::Uuid::new_v4().to_string();
-            sqlx::query(
-                "INSERT INTO metric (uuid, report_benchmark_uuid, measure_uuid, value, lower_value, upper_value) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(uuid.clone())
-            .bind(report_benchmark)
-            .bind(measure)
-            .bind(metric.value)
-            .bind(metric.lower_value)
-            .bind(metric.upper_value)
-            .execute(&mut *tx)
-            .await?;
-            metric_uuids.push(uuid);
-        }
-        for boundary in boundaries {
-            let metric = metric_uuids.get(boundary.metric).ok_or_else(|| {
-                StoreError::corrupt(TABLE, "a boundary names a metric that was not written")
-            })?;
-            let uuid = uuid::Uuid::new_v4().to_string();
-            sqlx::query(
-                "INSERT INTO boundary (uuid, metric_uuid, threshold_uuid, model_uuid, baseline, lower_limit, upper_limit) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(uuid.clone())
-            .bind(metric.clone())
-            .bind(boundary.threshold.clone())
-            .bind(boundary.model.clone())
-            .bind(boundary.baseline)
-            .bind(boundary.lower_limit)
-            .bind(boundary.upper_limit)
-            .execute(&mut *tx)
-            .await?;
-            if let Some(side) = boundary.alert {
-                sqlx::query(
-                    "INSERT INTO alert (uuid, project_uuid, boundary_uuid, side, status, created, modified) \
-                     VALUES ($1, $2, $3, $4, 'active', $5, $5)",
-                )
-                .bind(uuid::Uuid::new_v4().to_string())
-                .bind(project.to_string())
-                .bind(uuid)
-                .bind(side)
-                .bind(to_millis(now))
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(true)
     }
+
+    /// Starts a report made from results submitted directly (not by a job): its shell
+    /// is placed in a transaction that [`LocalReport::finish`] commits with the metrics,
+    /// so a report is either whole or absent.
+    pub async fn begin_local_report(
+        &self,
+        shell: &ReportShell<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<LocalReport, CreateRunError> {
+        let mut tx = self.begin_write().await?;
+        let placed = insert_report_shell(&mut tx, shell, now).await?;
+        Ok(LocalReport { tx, placed })
+    }
+}
+
+/// A local report being made (see [`Store::begin_local_report`]).
+pub struct LocalReport {
+    tx: Transaction<'static, Any>,
+    pub placed: PlacedReport,
+}
+
+impl LocalReport {
+    /// Writes the metrics, boundaries and alerts and commits the whole report.
+    pub async fn finish(
+        mut self,
+        write: &ReportWrite<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if !write_in(&mut self.tx, write, now).await? {
+            return Err(StoreError::corrupt(
+                TABLE,
+                "a new report was processed already",
+            ));
+        }
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// [`Store::write_report`] inside a transaction; `false` when the report (or its job)
+/// was processed already, and nothing was written.
+async fn write_in(
+    tx: &mut Transaction<'static, Any>,
+    write: &ReportWrite<'_>,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let ReportWrite {
+        report,
+        project,
+        job,
+        start_time,
+        end_time,
+        iterations,
+        metrics,
+        boundaries,
+    } = *write;
+    let claimed = sqlx::query(
+        "UPDATE report SET processed = $1, start_time = $2, end_time = $3, iterations = $4 \
+         WHERE uuid = $5 AND processed IS NULL",
+    )
+    .bind(to_millis(now))
+    .bind(start_time.map(to_millis))
+    .bind(end_time.map(to_millis))
+    .bind(i64::from(iterations))
+    .bind(report.to_owned())
+    .execute(&mut **tx)
+    .await?;
+    if claimed.rows_affected() == 0 {
+        return Ok(false);
+    }
+    if let Some(job) = job
+        && !super::jobs::mark_processed(tx, job, now).await?
+    {
+        return Ok(false);
+    }
+    let mut benchmarks: HashMap<&str, String> = HashMap::new();
+    let mut measures: HashMap<&str, String> = HashMap::new();
+    let mut report_benchmarks: HashMap<(u32, &str), String> = HashMap::new();
+    let mut metric_uuids = Vec::with_capacity(metrics.len());
+    for metric in metrics {
+        let benchmark = match benchmarks.get(metric.benchmark.as_str()) {
+            Some(uuid) => uuid.clone(),
+            None => {
+                let uuid = get_or_create(
+                    tx,
+                    NamedTable::Benchmark,
+                    project,
+                    &metric.benchmark,
+                    "",
+                    now,
+                )
+                .await?;
+                benchmarks.insert(&metric.benchmark, uuid.clone());
+                uuid
+            }
+        };
+        let measure = match measures.get(metric.measure.as_str()) {
+            Some(uuid) => uuid.clone(),
+            None => {
+                let (name, units) = measure_name(&metric.measure);
+                let uuid =
+                    get_or_create_measure(tx, project, &metric.measure, name, units, now).await?;
+                measures.insert(&metric.measure, uuid.clone());
+                uuid
+            }
+        };
+        let key = (metric.iteration, metric.benchmark.as_str());
+        let report_benchmark = match report_benchmarks.get(&key) {
+            Some(uuid) => uuid.clone(),
+            None => {
+                let uuid = uuid::Uuid::new_v4().to_string();
+                sqlx::query(
+                    "INSERT INTO report_benchmark (uuid, report_uuid, iteration, benchmark_uuid) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(uuid.clone())
+                .bind(report.to_owned())
+                .bind(i64::from(metric.iteration))
+                .bind(benchmark)
+                .execute(&mut **tx)
+                .await?;
+                report_benchmarks.insert(key, uuid.clone());
+                uuid
+            }
+        };
+        let uuid = uuid::Uuid::new_v4().to_string();
+        sqlx::query(
+            "INSERT INTO metric (uuid, report_benchmark_uuid, measure_uuid, value, lower_value, upper_value) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(uuid.clone())
+        .bind(report_benchmark)
+        .bind(measure)
+        .bind(metric.value)
+        .bind(metric.lower_value)
+        .bind(metric.upper_value)
+        .execute(&mut **tx)
+        .await?;
+        metric_uuids.push(uuid);
+    }
+    for boundary in boundaries {
+        let metric = metric_uuids.get(boundary.metric).ok_or_else(|| {
+            StoreError::corrupt(TABLE, "a boundary names a metric that was not written")
+        })?;
+        let uuid = uuid::Uuid::new_v4().to_string();
+        sqlx::query(
+            "INSERT INTO boundary (uuid, metric_uuid, threshold_uuid, model_uuid, baseline, lower_limit, upper_limit) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(uuid.clone())
+        .bind(metric.clone())
+        .bind(boundary.threshold.clone())
+        .bind(boundary.model.clone())
+        .bind(boundary.baseline)
+        .bind(boundary.lower_limit)
+        .bind(boundary.upper_limit)
+        .execute(&mut **tx)
+        .await?;
+        if let Some(side) = boundary.alert {
+            sqlx::query(
+                "INSERT INTO alert (uuid, project_uuid, boundary_uuid, side, status, created, modified) \
+                 VALUES ($1, $2, $3, $4, 'active', $5, $5)",
+            )
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(project.to_string())
+            .bind(uuid)
+            .bind(side)
+            .bind(to_millis(now))
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(true)
 }
 
 /// A measure by slug, created with its built-in name and units when missing.
