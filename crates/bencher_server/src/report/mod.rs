@@ -458,7 +458,7 @@ async fn boundaries(
         return Ok(Vec::new());
     };
     let thresholds = store
-        .thresholds_for(&report.branch, &report.testbed)
+        .thresholds_for(report.branch, report.testbed)
         .await?;
     let mut boundaries = Vec::new();
     for (index, metric) in metrics.iter().enumerate() {
