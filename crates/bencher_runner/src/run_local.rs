@@ -70,8 +70,8 @@ pub struct RunArgs {
         value_parser = SecretParser::<ApiToken>::new("--token", "BENCHER_API_TOKEN")
     )]
     pub token: Option<ApiToken>,
-    /// The sandbox to run in. Only `none` (directly on this host, in a chroot of the
-    /// image; needs --danger-allow-no-sandbox) is available yet
+    /// The sandbox to run in: `none` (directly on this host, in a chroot of the image;
+    /// needs --danger-allow-no-sandbox), `container` (runc) or `gvisor` (runsc)
     #[arg(long, value_enum, default_value_t = SandboxArg::None)]
     pub sandbox: SandboxArg,
     /// Seconds the whole job (every iteration) may run before it is killed
