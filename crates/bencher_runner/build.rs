@@ -15,7 +15,14 @@ fn main() {
     let status = Command::new(rustc)
         .args(["--edition", "2024", "--crate-type", "bin", "--crate-name"])
         .arg("bencher_oci_init")
-        .args(["-C", "opt-level=2", "-C", "panic=abort", "-C", "strip=symbols"])
+        .args([
+            "-C",
+            "opt-level=2",
+            "-C",
+            "panic=abort",
+            "-C",
+            "strip=symbols",
+        ])
         // glibc's static libc.a (Debian: libc6-dev, which linking any Rust binary needs).
         .args(["-C", "target-feature=+crt-static", "--target", &target])
         .arg("-o")
@@ -23,5 +30,8 @@ fn main() {
         .arg(source)
         .status()
         .expect("cannot run rustc to build the container init");
-    assert!(status.success(), "building the container init ({source}) failed");
+    assert!(
+        status.success(),
+        "building the container init ({source}) failed"
+    );
 }

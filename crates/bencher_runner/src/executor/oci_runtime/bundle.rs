@@ -16,10 +16,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
-    LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxResourcesBuilder, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder, get_default_maskedpaths, get_default_mounts, get_default_readonly_paths,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    get_default_maskedpaths, get_default_mounts, get_default_readonly_paths,
 };
 use rustix::fs::{Mode, OFlags, open};
 use rustix::mount::{MountFlags, UnmountFlags, mount, unmount};
@@ -76,8 +76,9 @@ pub(super) struct Bundle {
 impl Bundle {
     /// Creates `dir` (0700) with the overlay of `image_rootfs` mounted in it.
     pub(super) fn create(dir: PathBuf, image_rootfs: &Path) -> Result<Bundle, String> {
-        let io_error =
-            |what: &str, path: &Path, e: io::Error| format!("cannot {what} {}: {e}", path.display());
+        let io_error = |what: &str, path: &Path, e: io::Error| {
+            format!("cannot {what} {}: {e}", path.display())
+        };
         fs::create_dir(&dir).map_err(|e| io_error("create the bundle directory", &dir, e))?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| io_error("set the mode of", &dir, e))?;
@@ -247,11 +248,19 @@ pub(super) fn spec(
     // read-only sysfs and cgroup), the init and its report directory.
     let mut mounts = get_default_mounts();
     mounts.push(bind(init, INIT_PATH, &["ro", "nosuid", "nodev"])?);
-    mounts.push(bind(&bundle.report, REPORT_PATH, &["rw", "nosuid", "nodev", "noexec"])?);
+    mounts.push(bind(
+        &bundle.report,
+        REPORT_PATH,
+        &["rw", "nosuid", "nodev", "noexec"],
+    )?);
     if tmp_bind {
         // gVisor mounts a tmpfs on an empty /tmp; the job's /tmp must be the overlay's,
         // where output files are collected. For runc this is the same directory again.
-        mounts.push(bind(&bundle.rootfs.join("tmp"), "/tmp", &["rw", "nosuid", "nodev"])?);
+        mounts.push(bind(
+            &bundle.rootfs.join("tmp"),
+            "/tmp",
+            &["rw", "nosuid", "nodev"],
+        )?);
     }
 
     let mut namespaces = vec![

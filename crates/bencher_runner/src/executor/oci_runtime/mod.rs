@@ -142,7 +142,14 @@ impl Runtime {
         let mut args: Vec<OsString> = vec!["--root".into(), dirs.state.clone().into()];
         if self == Runtime::Runsc {
             args.push("--overlay2=none".into());
-            args.push(if network { "--network=host" } else { "--network=none" }.into());
+            args.push(
+                if network {
+                    "--network=host"
+                } else {
+                    "--network=none"
+                }
+                .into(),
+            );
         }
         args
     }
@@ -260,7 +267,16 @@ pub(super) async fn execute(
             return ExecOutcome::TimedOut { results };
         }
         let which = |error: String| format!("iteration {index} of {iterations}: {error}");
-        match iteration(&job, index, &files, limits.max_output_size, deadline, &cancel).await {
+        match iteration(
+            &job,
+            index,
+            &files,
+            limits.max_output_size,
+            deadline,
+            &cancel,
+        )
+        .await
+        {
             Ended::Exited(result) => {
                 let code = result.exit_code;
                 results.push(result);
@@ -390,7 +406,9 @@ fn prepare_tmp(rootfs: &Path) -> Result<bool, String> {
                 .map_err(|e| format!("cannot create /tmp in the job's root filesystem: {e}"))?;
             Ok(true)
         }
-        Err(e) => Err(format!("cannot read /tmp in the job's root filesystem: {e}")),
+        Err(e) => Err(format!(
+            "cannot read /tmp in the job's root filesystem: {e}"
+        )),
     }
 }
 
@@ -404,10 +422,7 @@ fn find_program(root: &Root, process: &Process) -> Result<(), String> {
         } else if dir.starts_with('/') {
             format!("{}/{name}", dir.trim_end_matches('/'))
         } else {
-            format!(
-                "{}/{dir}/{name}",
-                process.working_dir.trim_end_matches('/')
-            )
+            format!("{}/{dir}/{name}", process.working_dir.trim_end_matches('/'))
         }
     };
     // Reading one byte tells a file from nothing; anything but "missing" is left to
@@ -481,7 +496,7 @@ async fn iteration(
             let dir = job.dirs.bundles.join(&id);
             let _ = tokio::task::spawn_blocking(move || {
                 let _ = rustix::mount::unmount(
-                    &dir.join("rootfs"),
+                    dir.join("rootfs"),
                     rustix::mount::UnmountFlags::DETACH,
                 );
                 bundle::remove_dir(&dir);
@@ -489,7 +504,9 @@ async fn iteration(
             .await;
             return Ended::Failed(None, error);
         }
-        Err(error) => return Ended::Failed(None, format!("preparing the container failed: {error}")),
+        Err(error) => {
+            return Ended::Failed(None, format!("preparing the container failed: {error}"));
+        }
     }
     let (bundle_dir, report) = match &container.bundle {
         Some(bundle) => (bundle.dir.clone(), bundle.report.clone()),
@@ -557,7 +574,12 @@ async fn iteration(
     if status.is_none() {
         // Timeout, cancel, or leftovers past the grace period: the init dies, and the
         // PID namespace with it; then the runtime exits.
-        let (runtime, binary, dirs, id) = (job.runtime, job.binary.clone(), job.dirs.clone(), id.clone());
+        let (runtime, binary, dirs, id) = (
+            job.runtime,
+            job.binary.clone(),
+            job.dirs.clone(),
+            id.clone(),
+        );
         let _ = tokio::task::spawn_blocking(move || {
             let _ = std::process::Command::new(&binary)
                 .args(runtime.global_args(&dirs, false))
@@ -676,10 +698,7 @@ fn collect(
         let in_root = if path.starts_with('/') {
             path.clone()
         } else {
-            format!(
-                "{}/{path}",
-                job.process.working_dir.trim_end_matches('/')
-            )
+            format!("{}/{path}", job.process.working_dir.trim_end_matches('/'))
         };
         match root.read_text(&in_root, max_bytes) {
             Ok(Some(text)) => {
@@ -723,7 +742,11 @@ pub(super) fn check(runtime: Runtime) -> Result<Capability, String> {
     dirs.prepare()?;
     let removed = state::clean_leftovers(runtime, &binary, &dirs);
     if !removed.is_empty() {
-        tracing::warn!(runtime = runtime.name(), ?removed, "removed containers and bundles a previous runner left behind");
+        tracing::warn!(
+            runtime = runtime.name(),
+            ?removed,
+            "removed containers and bundles a previous runner left behind"
+        );
     }
     probe(runtime, &binary, &dirs)?;
     let engine = match runtime {
@@ -803,8 +826,7 @@ fn probe(runtime: Runtime, binary: &Path, dirs: &Dirs) -> Result<(), String> {
             .map_err(|e| format!("cannot read the probe's output: {e}"))?;
         let code = fs::read_to_string(bundle.report.join("exit")).unwrap_or_default();
         let stdout = String::from_utf8_lossy(&output.stdout);
-        if output.status.success() && code.trim() == "0" && stdout.starts_with("bencher-oci-init")
-        {
+        if output.status.success() && code.trim() == "0" && stdout.starts_with("bencher-oci-init") {
             Ok(())
         } else {
             Err(format!(

@@ -137,7 +137,7 @@ pub(super) fn clean_leftovers(runtime: Runtime, binary: &Path, dirs: &Dirs) -> V
 pub(super) fn list(runtime: Runtime, binary: &Path, dirs: &Dirs) -> Vec<String> {
     let output = Command::new(binary)
         .args(runtime.global_args(dirs, false))
-        .args(["list", "-q"])
+        .args(["list", "--quiet"])
         .stdin(Stdio::null())
         .output();
     match output {
