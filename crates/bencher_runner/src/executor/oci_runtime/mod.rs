@@ -495,10 +495,8 @@ async fn iteration(
             // remove it now.
             let dir = job.dirs.bundles.join(&id);
             let _ = tokio::task::spawn_blocking(move || {
-                let _ = rustix::mount::unmount(
-                    dir.join("rootfs"),
-                    rustix::mount::UnmountFlags::DETACH,
-                );
+                let _ =
+                    rustix::mount::unmount(dir.join("rootfs"), rustix::mount::UnmountFlags::DETACH);
                 bundle::remove_dir(&dir);
             })
             .await;
