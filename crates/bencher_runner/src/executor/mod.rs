@@ -1,6 +1,7 @@
 //! The job executor: runs a job's command from its image's root filesystem in a
 //! Sandbox, iteration by iteration, and turns what happened into an [`ExecOutcome`].
-//! IO: each sandbox's module (today only `host`, for sandbox `none`); `plan` is pure,
+//! IO: each sandbox's module (`host` for sandbox `none`, `oci_runtime` for `container`
+//! and `gvisor`); `plan` is pure,
 //! `rootfs` reads and creates paths inside a root filesystem, `capture` reads pipes.
 //!
 //! # Contract
@@ -30,6 +31,7 @@
 
 mod capture;
 mod host;
+mod oci_runtime;
 mod plan;
 mod rootfs;
 
@@ -44,13 +46,17 @@ use tokio_util::sync::CancellationToken;
 pub use plan::PlanError;
 
 /// Where a job runs. A closed set: every sandbox the runner supports is a variant, so
-/// every place that must treat them differently is found by the compiler. Firecracker,
-/// QEMU, gVisor and container sandboxes are added as variants when they exist.
+/// every place that must treat them differently is found by the compiler. Firecracker and
+/// QEMU sandboxes are added as variants when they exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Sandbox {
     /// On the host, chrooted into the image in private mount and PID namespaces. Only
     /// for trusted jobs: the agent runs it only with `--danger-allow-no-sandbox`.
     None,
+    /// In a runc container: the host's kernel, the job's own namespaces and cgroup.
+    Container,
+    /// In a gVisor (runsc) sandbox: a user-space kernel between the job and the host's.
+    Gvisor,
 }
 
 /// A Spec names a sandbox this runner cannot provide (yet).
@@ -65,6 +71,8 @@ impl Sandbox {
     pub fn from_spec(spec: Option<bencher_types::Sandbox>) -> Result<Sandbox, UnavailableSandbox> {
         match spec {
             None => Ok(Sandbox::None),
+            Some(bencher_types::Sandbox::Container) => Ok(Sandbox::Container),
+            Some(bencher_types::Sandbox::Gvisor) => Ok(Sandbox::Gvisor),
             Some(sandbox) => Err(UnavailableSandbox(sandbox)),
         }
     }
@@ -74,12 +82,15 @@ impl Sandbox {
     pub fn runs_on_host(self) -> bool {
         match self {
             Sandbox::None => true,
+            Sandbox::Container | Sandbox::Gvisor => false,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             Sandbox::None => "none",
+            Sandbox::Container => "container",
+            Sandbox::Gvisor => "gvisor",
         }
     }
 }
@@ -239,16 +250,23 @@ pub async fn execute(
 ) -> ExecOutcome {
     match sandbox {
         Sandbox::None => host::execute(request, cancel).await,
+        Sandbox::Container => {
+            oci_runtime::execute(oci_runtime::Runtime::Runc, request, cancel).await
+        }
+        Sandbox::Gvisor => oci_runtime::execute(oci_runtime::Runtime::Runsc, request, cancel).await,
     }
 }
 
 /// Whether this host can run jobs in `sandbox`, by trying what a job needs (for `none`:
-/// root, overlayfs, mount and PID namespaces). `Err` says why not, for the agent's log;
+/// root, overlayfs, mount and PID namespaces; for `container` and `gvisor`: the runtime's
+/// binary and a probe container, after removing what a crashed runner left). `Err` says why not, for the agent's log;
 /// the agent then refuses Specs with this sandbox. Blocking: a few syscalls and a
 /// short-lived thread.
 pub fn check(sandbox: Sandbox) -> Result<Capability, String> {
     match sandbox {
         Sandbox::None => host::check(),
+        Sandbox::Container => oci_runtime::check(oci_runtime::Runtime::Runc),
+        Sandbox::Gvisor => oci_runtime::check(oci_runtime::Runtime::Runsc),
     }
 }
 
@@ -261,8 +279,19 @@ mod tests {
         assert_eq!(Sandbox::from_spec(None), Ok(Sandbox::None));
         assert!(Sandbox::None.runs_on_host());
         assert_eq!(Sandbox::None.to_string(), "none");
-        for sandbox in bencher_types::Sandbox::ALL {
-            let error = Sandbox::from_spec(Some(*sandbox)).unwrap_err();
+        for (spec, sandbox) in [
+            (bencher_types::Sandbox::Container, Sandbox::Container),
+            (bencher_types::Sandbox::Gvisor, Sandbox::Gvisor),
+        ] {
+            assert_eq!(Sandbox::from_spec(Some(spec)), Ok(sandbox));
+            assert!(!sandbox.runs_on_host());
+            assert_eq!(sandbox.to_string(), spec.to_string());
+        }
+        for sandbox in [
+            bencher_types::Sandbox::Firecracker,
+            bencher_types::Sandbox::Qemu,
+        ] {
+            let error = Sandbox::from_spec(Some(sandbox)).unwrap_err();
             assert!(
                 error
                     .to_string()

@@ -1,0 +1,319 @@
+//! One iteration's OCI runtime bundle: a directory holding `config.json`, the job's
+//! root (an overlay of the image's root filesystem, mounted here in the runner's mount
+//! namespace) with its upper and work directories, and the directory the container's
+//! init writes its reports to. IO: creates and deletes the directory, mounts and
+//! unmounts the overlay, writes `config.json`.
+//!
+//! The image's root filesystem is shared by every job of the image and never
+//! modified: it is the overlay's read-only lower layer, and each iteration gets a fresh
+//! upper directory, deleted with the bundle.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    get_default_maskedpaths, get_default_mounts, get_default_readonly_paths,
+};
+use rustix::fs::{Mode, OFlags, open};
+use rustix::mount::{MountFlags, UnmountFlags, mount, unmount};
+
+use crate::executor::Resources;
+use crate::executor::plan::Credentials;
+
+/// Where the init binary is mounted in the container (read-only). Under `/dev`, the
+/// runtime's own tmpfs, so the image's root gets no extra entry.
+pub(super) const INIT_PATH: &str = "/dev/.bencher-init";
+/// Where the init writes its reports in the container (see `oci-init/main.rs`).
+pub(super) const REPORT_PATH: &str = "/dev/.bencher-report";
+/// The CFS period the CPU quota is a multiple of: the kernel's default, 100 ms.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// Docker's default capability set: what root in the container may do. The
+/// benchmark, when the image's user is not root, has none of them (init's `setuid`
+/// drops them).
+const DOCKER_CAPABILITIES: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// What the container runs, decided once per job.
+#[derive(Debug)]
+pub(super) struct Process {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: String,
+    pub credentials: Credentials,
+    pub grace_ms: u64,
+}
+
+/// A bundle directory with its overlay mounted on `rootfs`.
+pub(super) struct Bundle {
+    pub dir: PathBuf,
+    pub rootfs: PathBuf,
+    pub report: PathBuf,
+    mounted: bool,
+}
+
+impl Bundle {
+    /// Creates `dir` (0700) with the overlay of `image_rootfs` mounted in it.
+    pub(super) fn create(dir: PathBuf, image_rootfs: &Path) -> Result<Bundle, String> {
+        let io_error = |what: &str, path: &Path, e: io::Error| {
+            format!("cannot {what} {}: {e}", path.display())
+        };
+        fs::create_dir(&dir).map_err(|e| io_error("create the bundle directory", &dir, e))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| io_error("set the mode of", &dir, e))?;
+        let mut bundle = Bundle {
+            rootfs: dir.join("rootfs"),
+            report: dir.join("report"),
+            dir,
+            mounted: false,
+        };
+        let (upper, work) = (bundle.dir.join("upper"), bundle.dir.join("work"));
+        for path in [&bundle.rootfs, &bundle.report, &upper, &work] {
+            fs::create_dir(path).map_err(|e| io_error("create", path, e))?;
+        }
+        // Only init (root) writes reports; the job's user cannot forge them.
+        fs::set_permissions(&bundle.report, fs::Permissions::from_mode(0o700))
+            .map_err(|e| io_error("set the mode of", &bundle.report, e))?;
+        mount_overlay(image_rootfs, &upper, &work, &bundle.rootfs)?;
+        bundle.mounted = true;
+        Ok(bundle)
+    }
+
+    /// Unmounts the overlay and deletes the directory. Idempotent.
+    pub(super) fn remove(&mut self) {
+        if self.mounted {
+            if let Err(error) = unmount(&self.rootfs, UnmountFlags::DETACH) {
+                tracing::warn!(path = %self.rootfs.display(), %error, "cannot unmount a job's root filesystem");
+            }
+            self.mounted = false;
+        }
+        remove_dir(&self.dir);
+    }
+}
+
+/// Deletes a bundle directory that nothing is mounted on any more, without crossing
+/// into a mount that is still there (a lazily unmounted overlay is already detached).
+pub(super) fn remove_dir(dir: &Path) {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => {
+            tracing::warn!(path = %dir.display(), %error, "cannot remove a job's bundle directory");
+        }
+    }
+}
+
+/// Mounts the overlay of `lower` with `upper` and `work` on `target`. The layers are
+/// named by `/proc/self/fd/N` links to fds opened here, so their paths need no
+/// escaping for overlayfs's option syntax (`,` and `:`).
+fn mount_overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> Result<(), String> {
+    let io_error =
+        |what: &str, path: &Path, e: io::Error| format!("cannot {what} {}: {e}", path.display());
+    // The merged root has the upper directory's owner and mode: make them the image's.
+    let meta = fs::metadata(lower).map_err(|e| {
+        format!(
+            "cannot open the image's root filesystem {}: {e}",
+            lower.display()
+        )
+    })?;
+    fs::set_permissions(upper, fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .map_err(|e| io_error("set the mode of", upper, e))?;
+    std::os::unix::fs::chown(upper, Some(meta.uid()), Some(meta.gid()))
+        .map_err(|e| io_error("set the owner of", upper, e))?;
+    let open_dir = |path: &Path| -> Result<OwnedFd, String> {
+        open(
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_error("open", path, e.into()))
+    };
+    let (lower_fd, upper_fd, work_fd) = (open_dir(lower)?, open_dir(upper)?, open_dir(work)?);
+    let options = format!(
+        "lowerdir=/proc/self/fd/{},upperdir=/proc/self/fd/{},workdir=/proc/self/fd/{}",
+        lower_fd.as_raw_fd(),
+        upper_fd.as_raw_fd(),
+        work_fd.as_raw_fd()
+    );
+    let options = CString::new(options).map_err(|e| e.to_string())?;
+    mount(
+        c"overlay",
+        target,
+        c"overlay",
+        MountFlags::empty(),
+        Some(options.as_c_str()),
+    )
+    .map_err(|e| {
+        format!(
+            "cannot mount the job's overlay of {} on {}: {e}",
+            lower.display(),
+            target.display()
+        )
+    })
+}
+
+/// The container's `config.json`: see the module documentation of `oci_runtime` for
+/// what each part gives the job.
+pub(super) fn spec(
+    id: &str,
+    bundle: &Bundle,
+    init: &Path,
+    process: &Process,
+    resources: &Resources,
+    tmp_bind: bool,
+) -> Result<Spec, oci_spec::OciSpecError> {
+    let credentials = &process.credentials;
+    let groups = if credentials.groups.is_empty() {
+        "-".to_owned()
+    } else {
+        credentials
+            .groups
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut args = vec![
+        INIT_PATH.to_owned(),
+        process.grace_ms.to_string(),
+        credentials.uid.to_string(),
+        credentials.gid.to_string(),
+        groups,
+        REPORT_PATH.to_owned(),
+        "--".to_owned(),
+    ];
+    args.extend(process.argv.iter().cloned());
+    let capabilities: oci_spec::runtime::Capabilities = DOCKER_CAPABILITIES.into_iter().collect();
+    let process_spec = ProcessBuilder::default()
+        .terminal(false)
+        .args(args)
+        .env(
+            process
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+        )
+        .cwd(process.working_dir.clone())
+        // Init runs as root and gives the benchmark the image's user (see the init).
+        .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
+        .capabilities(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(capabilities.clone())
+                .effective(capabilities.clone())
+                .permitted(capabilities)
+                .inheritable(oci_spec::runtime::Capabilities::new())
+                .ambient(oci_spec::runtime::Capabilities::new())
+                .build()?,
+        )
+        .no_new_privileges(true)
+        .build()?;
+
+    let bind = |source: &Path, destination: &str, options: &[&str]| {
+        MountBuilder::default()
+            .destination(destination)
+            .typ("bind")
+            .source(source)
+            .options(
+                ["rbind"]
+                    .iter()
+                    .chain(options)
+                    .map(|o| (*o).to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .build()
+    };
+    // The runtime's defaults (proc, a minimal /dev tmpfs with devpts, shm and mqueue,
+    // read-only sysfs and cgroup), the init and its report directory.
+    let mut mounts = get_default_mounts();
+    mounts.push(bind(init, INIT_PATH, &["ro", "nosuid", "nodev"])?);
+    mounts.push(bind(
+        &bundle.report,
+        REPORT_PATH,
+        &["rw", "nosuid", "nodev", "noexec"],
+    )?);
+    if tmp_bind {
+        // gVisor mounts a tmpfs on an empty /tmp; the job's /tmp must be the overlay's,
+        // where output files are collected. For runc this is the same directory again.
+        mounts.push(bind(
+            &bundle.rootfs.join("tmp"),
+            "/tmp",
+            &["rw", "nosuid", "nodev"],
+        )?);
+    }
+
+    let mut namespaces = vec![
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+    ];
+    // A new network namespace has only `lo`. With network, the host's (for now; runsc
+    // is also told `--network=host` or `--network=none` to match, see `Runtime`).
+    if !resources.network {
+        namespaces.push(LinuxNamespaceType::Network);
+    }
+    let namespaces = namespaces
+        .into_iter()
+        .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
+        .collect::<Result<Vec<_>, _>>()?;
+    let cpu = LinuxCpuBuilder::default()
+        .quota(i64::from(resources.cpus) * CPU_PERIOD_US as i64)
+        .period(CPU_PERIOD_US)
+        .build()?;
+    let memory = LinuxMemoryBuilder::default()
+        .limit(i64::try_from(resources.memory).unwrap_or(i64::MAX))
+        .build()?;
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .cgroups_path(format!("/bencher/{id}"))
+        .resources(
+            LinuxResourcesBuilder::default()
+                .devices(vec![
+                    LinuxDeviceCgroupBuilder::default()
+                        .allow(false)
+                        .access("rwm")
+                        .build()?,
+                ])
+                .cpu(cpu)
+                .memory(memory)
+                .build()?,
+        )
+        .masked_paths(get_default_maskedpaths())
+        .readonly_paths(get_default_readonly_paths())
+        .build()?;
+    SpecBuilder::default()
+        .version("1.0.2")
+        .root(
+            RootBuilder::default()
+                .path(&bundle.rootfs)
+                .readonly(false)
+                .build()?,
+        )
+        .hostname("bencher")
+        .process(process_spec)
+        .mounts(mounts)
+        .linux(linux)
+        .build()
+}
