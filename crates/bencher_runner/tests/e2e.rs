@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 backend_tests!(
     a_job_runs_end_to_end,
     large_output_is_uploaded,
-    specs_the_runner_cannot_serve_are_never_claimed
+    specs_the_runner_cannot_serve_are_never_claimed,
+    a_sandboxed_job_runs_in_a_container
 );
 
 async fn a_job_runs_end_to_end(backend: Backend) {
@@ -153,5 +154,64 @@ async fn specs_the_runner_cannot_serve_are_never_claimed(backend: Backend) {
         log.contains("not serving this Spec") && log.contains("the Spec has 4096 CPUs"),
         "the runner says which Spec it does not serve and why: {log}"
     );
+    server.stop().await;
+}
+
+/// A Spec with sandbox `container`: a runner started without
+/// `--danger-allow-no-sandbox` runs the job under runc and the output becomes a report.
+/// Needs runc (CI installs it); skipped with the reason when this host cannot run it.
+async fn a_sandboxed_job_runs_in_a_container(backend: Backend) {
+    if !privileged() {
+        return;
+    }
+    if let Err(reason) =
+        bencher_runner::executor::check(bencher_runner::executor::Sandbox::Container)
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run sandbox `container`: {reason}"
+        );
+        eprintln!("SKIPPED: sandbox `container` is not available here: {reason}");
+        return;
+    }
+    let server = TestServer::start(backend).await;
+    push_host_image(&server).await;
+    let arch = if cfg!(target_arch = "aarch64") {
+        "aarch64"
+    } else {
+        "x86_64"
+    };
+    post(
+        &server,
+        "/v0/specs",
+        json!({ "name": "Container", "slug": "container", "os": "linux", "architecture": arch, "sandbox": "container", "cpu": 1, "memory": 1 << 30, "disk": 1 << 30 }),
+    )
+    .await;
+    let runner = post(
+        &server,
+        "/v0/runners",
+        json!({ "name": "boxed", "slug": "boxed" }),
+    )
+    .await;
+    post(
+        &server,
+        "/v0/runners/boxed/specs",
+        json!({ "spec": "container" }),
+    )
+    .await;
+    let key = runner["key"].as_str().unwrap().to_owned();
+    let runner = Runner::start_sandboxed(&server, "boxed", &key);
+    let done = run_job(
+        &server,
+        json!({ "image": format!("{E2E_REPO}:v1"), "spec": "container", "cmd": ["/bin/sh", "-c", print_bmf("boxed")], "iter": 2 }),
+        &["processed", "failed", "canceled"],
+    )
+    .await;
+    assert_eq!(done["status"], "processed", "{done}");
+    for result in done["output"].as_array().unwrap() {
+        assert_eq!(result["stdout"], format!("{}\n", bmf("boxed")));
+    }
+    let (code, log) = runner.stop().await;
+    assert_eq!(code, Some(0), "{log}");
     server.stop().await;
 }

@@ -260,20 +260,30 @@ impl Runner {
 
     /// Starts the runner `slug` with the cache and spool of `dirs`.
     pub fn start_as(server: &TestServer, slug: &str, key: &str, dirs: RunnerDirs) -> Self {
+        Self::spawn(server, slug, key, dirs, true)
+    }
+
+    /// Starts the runner `slug` without `--danger-allow-no-sandbox`: it runs only
+    /// sandboxed jobs.
+    pub fn start_sandboxed(server: &TestServer, slug: &str, key: &str) -> Self {
+        Self::spawn(server, slug, key, RunnerDirs::new(), false)
+    }
+
+    fn spawn(
+        server: &TestServer,
+        slug: &str,
+        key: &str,
+        dirs: RunnerDirs,
+        allow_host: bool,
+    ) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dirs.log_path())
             .unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_runner"))
-            .args([
-                "up",
-                "--host",
-                server.url.as_str(),
-                "--runner",
-                slug,
-                "--danger-allow-no-sandbox",
-            ])
+            .args(["up", "--host", server.url.as_str(), "--runner", slug])
+            .args(allow_host.then_some("--danger-allow-no-sandbox"))
             .args(["--poll-timeout", "30", "--no-auto-update"])
             .arg("--cache-dir")
             .arg(dirs.cache.path())
