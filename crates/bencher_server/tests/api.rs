@@ -1051,6 +1051,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v0/projects/{project}", "/v0/projects/nothing"),
     ("post", "/v0/run", "/v0/run"),
     (
+        "post",
+        "/v0/projects/{project}/results",
+        "/v0/projects/nothing/results",
+    ),
+    (
         "get",
         "/v0/projects/{project}/jobs",
         "/v0/projects/nothing/jobs",
