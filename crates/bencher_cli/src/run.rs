@@ -9,11 +9,11 @@ use std::fmt;
 use std::hash::{BuildHasher as _, RandomState};
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use bencher_client::ClientError;
 use bencher_types::{
     Adapter, Fold, GitHash, Iterations, JobStatus, JobTimeout, JobUuid, JsonJob, JsonNewJob,
-    JsonNewRun, ResourceId, ResourceName,
+    JsonNewResults, JsonNewRun, ResourceId, ResourceName,
 };
 use clap::Args;
 use clap::error::ErrorKind;
@@ -41,7 +41,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 pub struct RunArgs {
     /// Image in the project's repository on this server: `<project>:<tag>`,
     /// `HOST:PORT/<project>:<tag>` or `…@sha256:…` (push it with `bencher image push`).
-    /// Without it the benchmark would run locally, which is not available yet.
+    /// Without it the command after `--` runs here, and its output is reported.
     #[arg(long, value_name = "REF", requires = "project")]
     pub image: Option<String>,
     /// UUID or slug of the project
@@ -146,12 +146,7 @@ impl RunArgs {
     /// was sent).
     fn into_body(self) -> Result<(JsonNewRun, FollowArgs), String> {
         let Some(image) = self.image else {
-            return Err(
-                "running a benchmark locally (without --image) is not available yet: \
-                 push an image with `bencher image push` and pass --image REF to run it as a \
-                 job on a runner"
-                    .to_owned(),
-            );
+            return Err("a job on a runner needs --image".to_owned());
         };
         // clap's `requires` makes --image need --project (flag or BENCHER_PROJECT).
         let Some(project) = self.project else {
@@ -196,6 +191,97 @@ impl RunArgs {
     }
 }
 
+/// `bencher run -- CMD` without `--image`: runs the command here `--iter` times (with
+/// the `--env` variables), prints its output, and reports each iteration's stdout (or
+/// the `--file` it wrote) to the server, which parses it into a report. A non-zero exit
+/// stops, unless `--allow-failure` (that iteration is left out).
+async fn run_here(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
+    let Some(project) = args.project.clone() else {
+        usage_error("bencher run needs --project (or BENCHER_PROJECT)");
+    };
+    let Some((program, arguments)) = args.cmd.split_first() else {
+        usage_error("nothing to run: give the benchmark command after `--`");
+    };
+    let only_for_images = [
+        ("--entrypoint", !args.entrypoint.is_empty()),
+        ("--job-timeout", args.job_timeout.is_some()),
+        ("--detach", args.detach),
+        ("--build-time", args.build_time),
+        ("--file-size", args.file_size),
+    ];
+    if let Some((flag, _)) = only_for_images.iter().find(|(_, given)| *given) {
+        usage_error(&format!("{flag} applies to jobs on a runner: pass --image"));
+    }
+    if args.file.len() > 1 {
+        usage_error("a local run reports one --file per iteration");
+    }
+    let iterations = args.iter.unwrap_or_default().get();
+    let start_time = chrono::Utc::now();
+    let mut results = Vec::new();
+    for iteration in 1..=iterations {
+        let output = tokio::process::Command::new(program)
+            .args(arguments)
+            .envs(args.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .await
+            .with_context(|| format!("cannot run `{program}`"))?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        // The benchmark's own output, as it would print it (stderr under --format json).
+        note(ctx, stdout.trim_end())?;
+        if !output.status.success() {
+            let status = output.status;
+            if args.allow_failure {
+                note(
+                    ctx,
+                    &format!("iteration {iteration}: {status}; left out (--allow-failure)"),
+                )?;
+                continue;
+            }
+            anyhow::bail!(
+                "iteration {iteration} of `{program}` failed: {status}; nothing was reported"
+            );
+        }
+        let text = match args.file.first() {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("iteration {iteration}: cannot read --file {path}"))?,
+            None => stdout,
+        };
+        results.push(text);
+    }
+    if results.is_empty() {
+        anyhow::bail!("no iteration succeeded; nothing was reported");
+    }
+    let body = JsonNewResults {
+        branch: args.branch,
+        testbed: args.testbed,
+        spec: args.spec,
+        hash: args.hash,
+        adapter: args.adapter,
+        fold: args.fold,
+        start_time,
+        end_time: chrono::Utc::now(),
+        results,
+    };
+    let report = ctx.client.report_results(&project, &body).await?;
+    match ctx.format {
+        Format::Json => output::emit_json(&report)?,
+        Format::Human => output::emit(&format!(
+            "report {} ({} adapter): {} metrics over {} iterations, {} alerts",
+            report.report, report.adapter, report.metrics, report.iterations, report.alerts
+        ))?,
+    }
+    // Like a failed job: CI fails when a benchmark regressed.
+    if report.alerts > 0 {
+        bail!(
+            "{} alert(s): a benchmark moved past its threshold",
+            report.alerts
+        );
+    }
+    Ok(())
+}
+
 /// What following a submitted job needs.
 struct FollowArgs {
     project: ResourceId,
@@ -217,6 +303,9 @@ impl fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
+    if args.image.is_none() {
+        return run_here(ctx, args).await;
+    }
     let (body, follow) = args.into_body().unwrap_or_else(|why| usage_error(&why));
     let submitted = ctx.client.create_run(&body).await?;
     let project = &follow.project;
@@ -610,8 +699,7 @@ mod tests {
         let err = parse(&["bencher", "run", "--image", "p:v1"]).expect_err("no project");
         assert!(err.contains("--project"), "{err}");
         let local = parse(&["bencher", "run", "--", "cargo", "bench"]).expect("parses");
-        let err = local.into_body().map(|_| ()).expect_err("no local runs");
-        assert!(err.contains("not available yet"), "{err}");
+        assert!(local.image.is_none() && local.cmd == ["cargo", "bench"]);
     }
 
     #[test]

@@ -279,11 +279,19 @@ async fn submission_errors_are_clear(backend: Backend) {
     fails(
         &bencher(
             &server,
-            &["run", "--project", "bench", "--", "cargo", "bench"],
+            &[
+                "run",
+                "--project",
+                "bench",
+                "--detach",
+                "--",
+                "cargo",
+                "bench",
+            ],
         )
         .await,
         2,
-        "running a benchmark locally (without --image) is not available yet",
+        "--detach applies to jobs on a runner: pass --image",
     );
     fails(
         &bencher(&server, &["run", "--image", "bench:v1"]).await,

@@ -4,10 +4,11 @@
 use std::time::{Duration, SystemTime};
 
 use bencher_types::{
-    ApiToken, JobQuery, JobUuid, JsonCreatedToken, JsonHealth, JsonJob, JsonNewProject, JsonNewRun,
-    JsonNewRunner, JsonNewRunnerSpec, JsonNewSpec, JsonNewToken, JsonProject, JsonRunner,
-    JsonRunnerKey, JsonServerVersion, JsonSpec, JsonToken, JsonUpdateRunner, JsonUpdateSpec,
-    Pagination, ProjectQuery, ResourceId, RunnerQuery, SpecQuery, TOTAL_COUNT_HEADER, TokenUuid,
+    ApiToken, JobQuery, JobUuid, JsonCreatedToken, JsonHealth, JsonJob, JsonNewProject,
+    JsonNewResults, JsonNewRun, JsonNewRunner, JsonNewRunnerSpec, JsonNewSpec, JsonNewToken,
+    JsonProject, JsonResultsReport, JsonRunner, JsonRunnerKey, JsonServerVersion, JsonSpec,
+    JsonToken, JsonUpdateRunner, JsonUpdateSpec, Pagination, ProjectQuery, ResourceId, RunnerQuery,
+    SpecQuery, TOTAL_COUNT_HEADER, TokenUuid,
 };
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -299,6 +300,16 @@ impl Client {
     /// is resolved to a digest now, so moving its tag later does not change the job.
     pub async fn create_run(&self, body: &JsonNewRun) -> Result<JsonJob, ClientError> {
         self.post(&["v0", "run"], body).await
+    }
+
+    /// `POST /v0/projects/{project}/results`: a local run's output becomes a report.
+    pub async fn report_results(
+        &self,
+        project: &ResourceId,
+        body: &JsonNewResults,
+    ) -> Result<JsonResultsReport, ClientError> {
+        self.post(&["v0", "projects", &project.to_string(), "results"], body)
+            .await
     }
 
     /// `GET /v0/projects/{project}/jobs`, oldest first unless the pagination says `desc`.

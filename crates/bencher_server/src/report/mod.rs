@@ -457,9 +457,7 @@ async fn boundaries(
     let Some(head) = report.head else {
         return Ok(Vec::new());
     };
-    let thresholds = store
-        .thresholds_for(report.branch, report.testbed)
-        .await?;
+    let thresholds = store.thresholds_for(report.branch, report.testbed).await?;
     let mut boundaries = Vec::new();
     for (index, metric) in metrics.iter().enumerate() {
         for threshold in thresholds
