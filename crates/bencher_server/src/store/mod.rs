@@ -11,6 +11,7 @@ pub mod channel;
 pub mod jobs;
 pub mod projects;
 pub mod registry;
+pub mod report_queries;
 pub mod reports;
 pub mod runners;
 pub mod specs;
