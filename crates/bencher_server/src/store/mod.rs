@@ -8,6 +8,7 @@
 //! Every change that touches more than one row runs in one transaction.
 
 pub mod channel;
+mod float;
 pub mod jobs;
 pub mod projects;
 pub mod registry;

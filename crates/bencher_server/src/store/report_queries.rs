@@ -14,6 +14,7 @@ use bencher_types::{
 use chrono::{DateTime, Utc};
 use sqlx::{Any, Transaction};
 
+use super::float::NullableF64;
 use super::reports::BUILT_IN_MEASURES;
 use super::{Store, StoreError, from_millis, from_millis_opt, parse_column, to_millis};
 
@@ -699,8 +700,8 @@ async fn insert_model(
     .bind(model.min_sample_size.map(i64::from))
     .bind(model.max_sample_size.map(i64::from))
     .bind(model.window.map(i64::from))
-    .bind(model.lower_boundary)
-    .bind(model.upper_boundary)
+    .bind(NullableF64(model.lower_boundary))
+    .bind(NullableF64(model.upper_boundary))
     .bind(to_millis(now))
     .execute(&mut **tx)
     .await?;
@@ -720,7 +721,7 @@ async fn find_or_create_measure(
     id: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<JsonNamed>, StoreError> {
-    if let Some(found) = find_named(&mut **tx, Named::Measure, project, id).await? {
+    if let Some(found) = find_named(tx, Named::Measure, project, id).await? {
         return Ok(Some(found));
     }
     let Some(built_in) = BUILT_IN_MEASURES
@@ -741,7 +742,7 @@ async fn find_or_create_measure(
     .bind(to_millis(now))
     .execute(&mut **tx)
     .await?;
-    find_named(&mut **tx, Named::Measure, project, built_in.slug).await
+    find_named(tx, Named::Measure, project, built_in.slug).await
 }
 
 // ---- measures and benchmarks ----
@@ -1051,7 +1052,8 @@ impl Store {
         status: AlertStatus,
         now: DateTime<Utc>,
     ) -> Result<JsonAlert, StoreError> {
-        let updated = sqlx::query(
+        // Conditional on the status changing, so `modified` says when it last changed.
+        sqlx::query(
             "UPDATE alert SET status = $1, modified = $2 \
              WHERE uuid = $3 AND project_uuid = $4 AND status <> $1",
         )
@@ -1061,7 +1063,6 @@ impl Store {
         .bind(project.to_string())
         .execute(&self.pool)
         .await?;
-        let _ = updated;
         self.get_alert(project, alert).await
     }
 
@@ -1136,10 +1137,10 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<JsonThreshold, StoreError> {
         let mut tx = self.begin_write().await?;
-        let branch = find_named(&mut *tx, Named::Branch, new.project, new.branch)
+        let branch = find_named(&mut tx, Named::Branch, new.project, new.branch)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("branch `{}`", new.branch)))?;
-        let testbed = find_named(&mut *tx, Named::Testbed, new.project, new.testbed)
+        let testbed = find_named(&mut tx, Named::Testbed, new.project, new.testbed)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("testbed `{}`", new.testbed)))?;
         let measure = find_or_create_measure(&mut tx, new.project, new.measure, now)
