@@ -5,6 +5,7 @@
 //! through `Store::write_report`, the write processing uses.
 
 use bencher_server::store::jobs::NewRun;
+use bencher_server::store::report_queries::{Named, PerfError, PerfSelection};
 use bencher_server::store::reports::{NewBoundary, NewMetric, ReportWrite};
 use bencher_test_support::reqwest::{Method, Response, StatusCode};
 use bencher_test_support::{Backend, TestServer, backend_tests};
@@ -646,8 +647,11 @@ async fn thresholds_crud_and_model_versions(backend: Backend) {
     assert_eq!(total, 1);
     let (_, total) = list(&f.server, &format!("{path}?branch=main&testbed=localhost")).await;
     assert_eq!(total, 2);
-    let (_, total) = list(&f.server, &format!("{path}?branch=nothing")).await;
-    assert_eq!(total, 0);
+    assert_error(
+        &get(&f.server, &format!("{path}?branch=nothing")).await,
+        StatusCode::NOT_FOUND,
+        "branch `nothing` not found",
+    );
     let (_, total) = list(&f.server, &format!("{path}?per_page=1&direction=desc")).await;
     assert_eq!(total, 2);
     let (status, viewed) = get(&f.server, &format!("{path}/{uuid}")).await;
@@ -1116,5 +1120,31 @@ async fn perf_refuses_too_much(backend: Backend) {
     );
     let (_, total) = list(&f.server, &format!("/v0/projects/{p}/measures")).await;
     assert_eq!(total, 8);
+    // The points cap: the store counts before it reads (the server's cap is
+    // MAX_PERF_POINTS; a small one here keeps the test quick).
+    let store = f.server.store();
+    let named = |kind, id: &str| {
+        let id = id.to_owned();
+        async move { store.find_named(kind, p, &id).await.unwrap().unwrap() }
+    };
+    let selection = PerfSelection {
+        branches: vec![named(Named::Branch, "main").await],
+        testbeds: vec![named(Named::Testbed, "localhost").await],
+        benchmarks: vec![named(Named::Benchmark, "bench-0").await],
+        measures: vec![
+            named(Named::Measure, "measure-0").await,
+            named(Named::Measure, "measure-1").await,
+        ],
+        specs: Vec::new(),
+        start_time: None,
+        end_time: None,
+    };
+    let error = store.perf_points(p, &selection, 1).await.err().unwrap();
+    assert!(
+        matches!(error, PerfError::TooManyPoints { points: 2, max: 1 }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("narrow it"), "{error}");
+    assert_eq!(store.perf_points(p, &selection, 2).await.unwrap().len(), 2);
     f.server.stop().await;
 }

@@ -12,8 +12,9 @@ use bencher_types::{
 
 use super::error::ApiError;
 use super::extract::{Json, Path, Query, User};
+use super::reports::resolve_filter;
 use super::{AppState, paginated};
-use crate::store::report_queries::{NewModel, NewThreshold, ThresholdFilter, created_only};
+use crate::store::report_queries::{Named, NewModel, NewThreshold, ThresholdFilter, created_only};
 use crate::threshold::{Model, ModelParameters, Test};
 
 fn test_of(test: ThresholdTest) -> Test {
@@ -60,10 +61,11 @@ pub async fn list(
     created_only(&pagination).map_err(ApiError::BadRequest)?;
     let limit_offset = pagination.limit_offset().map_err(ApiError::BadRequest)?;
     let project = state.store.get_project(&project).await?;
+    let p = project.uuid;
     let filter = ThresholdFilter {
-        branch: query.branch,
-        testbed: query.testbed,
-        measure: query.measure,
+        branch: resolve_filter(&state, Named::Branch, p, query.branch.as_deref()).await?,
+        testbed: resolve_filter(&state, Named::Testbed, p, query.testbed.as_deref()).await?,
+        measure: resolve_filter(&state, Named::Measure, p, query.measure.as_deref()).await?,
     };
     let (thresholds, total) = state
         .store

@@ -583,7 +583,7 @@ pub struct NewThreshold<'a> {
     pub model: NewModel,
 }
 
-/// Filters of the threshold list, by name, slug or UUID.
+/// Filters of the threshold list, resolved to UUIDs by the caller.
 #[derive(Debug, Clone, Default)]
 pub struct ThresholdFilter {
     pub branch: Option<String>,
@@ -768,7 +768,7 @@ struct BenchmarkRow {
     modified: i64,
 }
 
-/// One perf series to fill: indexes of its branch, testbed, benchmark and measure.
+/// What a perf query asks for, resolved: the lists whose product are its series.
 pub struct PerfSelection {
     pub branches: Vec<JsonNamed>,
     pub testbeds: Vec<JsonNamed>,
@@ -1066,8 +1066,7 @@ impl Store {
         self.get_alert(project, alert).await
     }
 
-    /// One page of a project's thresholds, oldest first unless `Desc`. Unknown filter
-    /// names match nothing.
+    /// One page of a project's thresholds, oldest first unless `Desc`.
     pub async fn list_thresholds(
         &self,
         project: ProjectUuid,
@@ -1077,17 +1076,13 @@ impl Store {
     ) -> Result<(Vec<JsonThreshold>, u64), StoreError> {
         let mut conditions = Conditions::default();
         conditions.text("t.project_uuid = ?", project.to_string());
-        for (named, id, column) in [
-            (Named::Branch, &filter.branch, "t.branch_uuid"),
-            (Named::Testbed, &filter.testbed, "t.testbed_uuid"),
-            (Named::Measure, &filter.measure, "t.measure_uuid"),
+        for (uuid, column) in [
+            (&filter.branch, "t.branch_uuid"),
+            (&filter.testbed, "t.testbed_uuid"),
+            (&filter.measure, "t.measure_uuid"),
         ] {
-            if let Some(id) = id {
-                let uuid = self
-                    .find_named(named, project, id)
-                    .await?
-                    .map_or_else(String::new, |n| n.uuid.to_string());
-                conditions.text(&format!("{column} = ?"), uuid);
+            if let Some(uuid) = uuid {
+                conditions.text(&format!("{column} = ?"), uuid.clone());
             }
         }
         let total = conditions.count(self, THRESHOLD_FROM).await?;
