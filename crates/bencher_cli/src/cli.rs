@@ -10,14 +10,18 @@ use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use url::Url;
 
+use crate::alert::{self, AlertCommand};
 use crate::image::{self, ImageCommand};
 use crate::job::{self, JobCommand};
 use crate::output::Format;
+use crate::perf::{self, PerfArgs};
 use crate::project::{self, ProjectCommand};
+use crate::report::{self, ReportCommand};
 use crate::run::{self, RunArgs};
 use crate::runner::{self, RunnerCommand};
 use crate::server::{self, ServerCommand};
 use crate::spec::{self, SpecCommand};
+use crate::threshold::{self, ThresholdCommand};
 use crate::token::{self, TokenCommand};
 
 const DEFAULT_HOST: &str = "http://localhost:6610";
@@ -81,6 +85,17 @@ pub enum Command {
     /// Jobs: benchmark runs submitted with `bencher run`
     #[command(subcommand)]
     Job(JobCommand),
+    /// Reports: the results of runs, per iteration, benchmark and measure
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// The history of benchmarks: branches × testbeds × benchmarks × measures
+    Perf(PerfArgs),
+    /// Thresholds: what counts as a regression on a branch, testbed and measure
+    #[command(subcommand)]
+    Threshold(ThresholdCommand),
+    /// Alerts raised on regressions
+    #[command(subcommand)]
+    Alert(AlertCommand),
     /// The API server itself
     #[command(subcommand)]
     Server(ServerCommand),
@@ -108,6 +123,10 @@ impl Cli {
             Command::Image(command) => image::run(&ctx, registry_token, command).await,
             Command::Run(args) => run::run(&ctx, *args).await,
             Command::Job(command) => job::run(&ctx, command).await,
+            Command::Report(command) => report::run(&ctx, command).await,
+            Command::Perf(args) => perf::run(&ctx, args).await,
+            Command::Threshold(command) => threshold::run(&ctx, command).await,
+            Command::Alert(command) => alert::run(&ctx, command).await,
             Command::Server(command) => server::run(&ctx, command).await,
         }
     }

@@ -1,15 +1,19 @@
 //! `bencher`: the command-line interface of a self-hosted Bencher API server.
 
+mod alert;
 mod cli;
 mod image;
 mod job;
 mod output;
 mod pagination;
+mod perf;
 mod project;
+mod report;
 mod run;
 mod runner;
 mod server;
 mod spec;
+mod threshold;
 mod token;
 
 use std::process::ExitCode;

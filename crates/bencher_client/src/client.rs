@@ -4,6 +4,11 @@
 use std::time::{Duration, SystemTime};
 
 use bencher_types::{
+    AlertQuery, AlertUuid, JsonAlert, JsonBenchmark, JsonMeasure, JsonNewThreshold, JsonPerf,
+    JsonReport, JsonThreshold, JsonUpdateAlert, JsonUpdateThreshold, PerfQuery, ReportQuery,
+    ReportUuid, ThresholdQuery, ThresholdUuid,
+};
+use bencher_types::{
     ApiToken, JobQuery, JobUuid, JsonCreatedToken, JsonHealth, JsonJob, JsonNewProject,
     JsonNewResults, JsonNewRun, JsonNewRunner, JsonNewRunnerSpec, JsonNewSpec, JsonNewToken,
     JsonProject, JsonResultsReport, JsonRunner, JsonRunnerKey, JsonServerVersion, JsonSpec,
@@ -375,6 +380,160 @@ impl Client {
     ) -> Result<Page<JsonJob>, ClientError> {
         let url = self.url(&["v0", "jobs"])?;
         self.list(url, query, pagination).await
+    }
+
+    // ---- reports, perf, thresholds, alerts ----
+
+    /// `GET /v0/projects/{project}/reports`: newest first unless the pagination says
+    /// otherwise; without results (see [`Client::get_report`]).
+    pub async fn list_reports(
+        &self,
+        project: &ResourceId,
+        query: &ReportQuery,
+        pagination: &Pagination,
+    ) -> Result<Page<JsonReport>, ClientError> {
+        let url = self.url(&["v0", "projects", &project.to_string(), "reports"])?;
+        self.list(url, query, pagination).await
+    }
+
+    /// `GET /v0/projects/{project}/reports/{report}`: with its results.
+    pub async fn get_report(
+        &self,
+        project: &ResourceId,
+        report: ReportUuid,
+    ) -> Result<JsonReport, ClientError> {
+        let (project, report) = (project.to_string(), report.to_string());
+        self.get(&["v0", "projects", &project, "reports", &report])
+            .await
+    }
+
+    /// `GET /v0/projects/{project}/perf`
+    pub async fn get_perf(
+        &self,
+        project: &ResourceId,
+        query: &PerfQuery,
+    ) -> Result<JsonPerf, ClientError> {
+        let url = self.url(&["v0", "projects", &project.to_string(), "perf"])?;
+        self.send(Method::GET, url, |req| req.query(query))
+            .await?
+            .json()
+    }
+
+    /// `GET /v0/projects/{project}/measures`
+    pub async fn list_measures(
+        &self,
+        project: &ResourceId,
+        pagination: &Pagination,
+    ) -> Result<Page<JsonMeasure>, ClientError> {
+        let url = self.url(&["v0", "projects", &project.to_string(), "measures"])?;
+        self.list(url, &(), pagination).await
+    }
+
+    /// `GET /v0/projects/{project}/benchmarks`
+    pub async fn list_benchmarks(
+        &self,
+        project: &ResourceId,
+        pagination: &Pagination,
+    ) -> Result<Page<JsonBenchmark>, ClientError> {
+        let url = self.url(&["v0", "projects", &project.to_string(), "benchmarks"])?;
+        self.list(url, &(), pagination).await
+    }
+
+    /// `GET /v0/projects/{project}/thresholds`
+    pub async fn list_thresholds(
+        &self,
+        project: &ResourceId,
+        query: &ThresholdQuery,
+        pagination: &Pagination,
+    ) -> Result<Page<JsonThreshold>, ClientError> {
+        let url = self.url(&["v0", "projects", &project.to_string(), "thresholds"])?;
+        self.list(url, query, pagination).await
+    }
+
+    /// `POST /v0/projects/{project}/thresholds`
+    pub async fn create_threshold(
+        &self,
+        project: &ResourceId,
+        body: &JsonNewThreshold,
+    ) -> Result<JsonThreshold, ClientError> {
+        self.post(
+            &["v0", "projects", &project.to_string(), "thresholds"],
+            body,
+        )
+        .await
+    }
+
+    /// `GET /v0/projects/{project}/thresholds/{threshold}`
+    pub async fn get_threshold(
+        &self,
+        project: &ResourceId,
+        threshold: ThresholdUuid,
+    ) -> Result<JsonThreshold, ClientError> {
+        let (project, threshold) = (project.to_string(), threshold.to_string());
+        self.get(&["v0", "projects", &project, "thresholds", &threshold])
+            .await
+    }
+
+    /// `PUT /v0/projects/{project}/thresholds/{threshold}`: a new model version.
+    pub async fn update_threshold(
+        &self,
+        project: &ResourceId,
+        threshold: ThresholdUuid,
+        body: &JsonUpdateThreshold,
+    ) -> Result<JsonThreshold, ClientError> {
+        let (project, threshold) = (project.to_string(), threshold.to_string());
+        let url = self.url(&["v0", "projects", &project, "thresholds", &threshold])?;
+        self.send(Method::PUT, url, |req| req.json(body))
+            .await?
+            .json()
+    }
+
+    /// `DELETE /v0/projects/{project}/thresholds/{threshold}`
+    pub async fn delete_threshold(
+        &self,
+        project: &ResourceId,
+        threshold: ThresholdUuid,
+    ) -> Result<(), ClientError> {
+        let (project, threshold) = (project.to_string(), threshold.to_string());
+        self.delete(&["v0", "projects", &project, "thresholds", &threshold])
+            .await
+    }
+
+    /// `GET /v0/projects/{project}/alerts`: newest first unless the pagination says
+    /// otherwise.
+    pub async fn list_alerts(
+        &self,
+        project: &ResourceId,
+        query: &AlertQuery,
+        pagination: &Pagination,
+    ) -> Result<Page<JsonAlert>, ClientError> {
+        let url = self.url(&["v0", "projects", &project.to_string(), "alerts"])?;
+        self.list(url, query, pagination).await
+    }
+
+    /// `GET /v0/projects/{project}/alerts/{alert}`
+    pub async fn get_alert(
+        &self,
+        project: &ResourceId,
+        alert: AlertUuid,
+    ) -> Result<JsonAlert, ClientError> {
+        let (project, alert) = (project.to_string(), alert.to_string());
+        self.get(&["v0", "projects", &project, "alerts", &alert])
+            .await
+    }
+
+    /// `PATCH /v0/projects/{project}/alerts/{alert}`: dismiss or re-activate.
+    pub async fn update_alert(
+        &self,
+        project: &ResourceId,
+        alert: AlertUuid,
+        body: &JsonUpdateAlert,
+    ) -> Result<JsonAlert, ClientError> {
+        let (project, alert) = (project.to_string(), alert.to_string());
+        let url = self.url(&["v0", "projects", &project, "alerts", &alert])?;
+        self.send(Method::PATCH, url, |req| req.json(body))
+            .await?
+            .json()
     }
 
     // ---- plumbing ----

@@ -1071,6 +1071,71 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "/v0/projects/nothing/jobs/67e55044-10b1-426f-9247-bb680e5fe0c8/cancel",
     ),
     ("get", "/v0/jobs", "/v0/jobs"),
+    (
+        "get",
+        "/v0/projects/{project}/reports",
+        "/v0/projects/nothing/reports",
+    ),
+    (
+        "get",
+        "/v0/projects/{project}/reports/{report}",
+        "/v0/projects/nothing/reports/67e55044-10b1-426f-9247-bb680e5fe0c8",
+    ),
+    (
+        "get",
+        "/v0/projects/{project}/perf",
+        "/v0/projects/nothing/perf",
+    ),
+    (
+        "get",
+        "/v0/projects/{project}/measures",
+        "/v0/projects/nothing/measures",
+    ),
+    (
+        "get",
+        "/v0/projects/{project}/benchmarks",
+        "/v0/projects/nothing/benchmarks",
+    ),
+    (
+        "get",
+        "/v0/projects/{project}/thresholds",
+        "/v0/projects/nothing/thresholds",
+    ),
+    (
+        "post",
+        "/v0/projects/{project}/thresholds",
+        "/v0/projects/nothing/thresholds",
+    ),
+    (
+        "get",
+        "/v0/projects/{project}/thresholds/{threshold}",
+        "/v0/projects/nothing/thresholds/67e55044-10b1-426f-9247-bb680e5fe0c8",
+    ),
+    (
+        "put",
+        "/v0/projects/{project}/thresholds/{threshold}",
+        "/v0/projects/nothing/thresholds/67e55044-10b1-426f-9247-bb680e5fe0c8",
+    ),
+    (
+        "delete",
+        "/v0/projects/{project}/thresholds/{threshold}",
+        "/v0/projects/nothing/thresholds/67e55044-10b1-426f-9247-bb680e5fe0c8",
+    ),
+    (
+        "get",
+        "/v0/projects/{project}/alerts",
+        "/v0/projects/nothing/alerts",
+    ),
+    (
+        "get",
+        "/v0/projects/{project}/alerts/{alert}",
+        "/v0/projects/nothing/alerts/67e55044-10b1-426f-9247-bb680e5fe0c8",
+    ),
+    (
+        "patch",
+        "/v0/projects/{project}/alerts/{alert}",
+        "/v0/projects/nothing/alerts/67e55044-10b1-426f-9247-bb680e5fe0c8",
+    ),
     ("get", "/v0/auth/oci/token", "/v0/auth/oci/token"),
     ("post", "/v0/registry/gc", "/v0/registry/gc"),
 ];

@@ -90,6 +90,35 @@ typed_uuid!(
     TestbedUuid
 );
 
+typed_uuid!(
+    /// Identifies a Benchmark of a Project.
+    BenchmarkUuid
+);
+typed_uuid!(
+    /// Identifies a Measure (latency, throughput, ...) of a Project.
+    MeasureUuid
+);
+typed_uuid!(
+    /// Identifies a Threshold: a branch, testbed and measure checked against a Model.
+    ThresholdUuid
+);
+typed_uuid!(
+    /// Identifies one version of a Threshold's Model.
+    ModelUuid
+);
+typed_uuid!(
+    /// Identifies a Metric: one value of a benchmark and measure in a report.
+    MetricUuid
+);
+typed_uuid!(
+    /// Identifies a Boundary: the limits a Threshold held one Metric to.
+    BoundaryUuid
+);
+typed_uuid!(
+    /// Identifies an Alert raised on a Boundary.
+    AlertUuid
+);
+
 /// A resource addressed by its UUID or by its slug, as every `{resource}` path segment is.
 ///
 /// Slugs can never parse as a UUID (see [`Slug`]), so the two forms never collide.

@@ -12,6 +12,7 @@ mod pagination;
 mod project;
 pub mod protocol;
 mod results;
+mod report;
 mod runner;
 mod secret;
 mod server;
@@ -22,8 +23,9 @@ mod token;
 
 pub use capabilities::{Capabilities, Unservable};
 pub use id::{
-    BranchUuid, JobUuid, ProjectUuid, ReportUuid, ResourceId, RunnerUuid, SpecUuid, TestbedUuid,
-    TokenUuid,
+    AlertUuid, BenchmarkUuid, BoundaryUuid, BranchUuid, JobUuid, MeasureUuid, MetricUuid,
+    ModelUuid, ProjectUuid, ReportUuid, ResourceId, RunnerUuid, SpecUuid, TestbedUuid,
+    ThresholdUuid, TokenUuid,
 };
 pub use job::{
     Adapter, DEFAULT_BRANCH, DEFAULT_ITERATIONS, DEFAULT_JOB_TIMEOUT, DEFAULT_TESTBED, Fold,
@@ -35,6 +37,13 @@ pub use name::{NameError, ResourceName};
 pub use pagination::{DEFAULT_PER_PAGE, Direction, MAX_PER_PAGE, Pagination, SortBy};
 pub use project::{JsonNewProject, JsonProject, ProjectQuery};
 pub use results::{JsonNewResults, JsonResultsReport, MAX_RESULTS};
+pub use report::{
+    AlertQuery, AlertSide, AlertStatus, JsonAlert, JsonAlertSummary, JsonBenchmark, JsonBoundary,
+    JsonMeasure, JsonMetric, JsonModel, JsonNamed, JsonNewThreshold, JsonPerf, JsonPerfPoint,
+    JsonPerfSeries, JsonReport, JsonReportBenchmark, JsonReportMeasure, JsonThreshold,
+    JsonUpdateAlert, JsonUpdateThreshold, JsonVersion, MAX_PERF_POINTS, MAX_PERF_SERIES, PerfQuery,
+    ReportQuery, ThresholdQuery, ThresholdTest, UnknownThresholdTest,
+};
 pub use runner::{
     JsonNewRunner, JsonNewRunnerSpec, JsonRunner, JsonRunnerKey, JsonUpdateRunner, RunnerQuery,
     RunnerState,

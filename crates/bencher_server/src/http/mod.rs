@@ -1,15 +1,20 @@
 //! The REST API: routes, shared state, the OpenAPI document and the middleware every
 //! request passes through. Handlers call the store; the store never calls back here.
 
+mod alerts;
 pub mod error;
 mod extract;
 mod jobs;
+mod measures;
+mod perf;
 mod projects;
 mod registry;
 mod results;
+mod reports;
 mod runners;
 mod server;
 mod specs;
+mod thresholds;
 mod tokens;
 
 use std::sync::Arc;
@@ -78,6 +83,9 @@ pub struct Services {
         (name = "tokens", description = "API tokens"),
         (name = "projects", description = "Projects, each also a registry repository"),
         (name = "jobs", description = "Runs submitted as jobs, their status and cancellation"),
+        (name = "reports", description = "Reports with their metrics, the perf history, measures and benchmarks"),
+        (name = "thresholds", description = "Thresholds and their versioned models"),
+        (name = "alerts", description = "Alerts raised on regressions, and dismissing them"),
         (name = "registry", description = "Registry tokens and housekeeping (the registry itself is under /v2/)"),
         (name = "server", description = "Version, health and this document"),
     )
@@ -136,6 +144,19 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::list_all))
         .routes(routes!(results::create))
+        .routes(routes!(reports::list))
+        .routes(routes!(reports::view))
+        .routes(routes!(perf::perf))
+        .routes(routes!(measures::list_measures))
+        .routes(routes!(measures::list_benchmarks))
+        .routes(routes!(thresholds::list, thresholds::create))
+        .routes(routes!(
+            thresholds::view,
+            thresholds::update,
+            thresholds::delete
+        ))
+        .routes(routes!(alerts::list))
+        .routes(routes!(alerts::view, alerts::update))
         .routes(routes!(registry::token))
         .routes(routes!(registry::gc))
 }

@@ -8,9 +8,11 @@
 //! Every change that touches more than one row runs in one transaction.
 
 pub mod channel;
+mod float;
 pub mod jobs;
 pub mod projects;
 pub mod registry;
+pub mod report_queries;
 pub mod reports;
 pub mod runners;
 pub mod specs;

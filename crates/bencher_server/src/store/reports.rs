@@ -12,6 +12,7 @@ use sqlx::{Any, Transaction};
 
 use super::jobs::{CreateRunError, PlacedReport, ReportShell, insert_report_shell};
 use super::{Store, StoreError, from_millis, to_millis};
+use super::float::NullableF64;
 
 const TABLE: &str = "report";
 
@@ -497,8 +498,8 @@ async fn write_in(
         .bind(report_benchmark)
         .bind(measure)
         .bind(metric.value)
-        .bind(metric.lower_value)
-        .bind(metric.upper_value)
+        .bind(NullableF64(metric.lower_value))
+        .bind(NullableF64(metric.upper_value))
         .execute(&mut **tx)
         .await?;
         metric_uuids.push(uuid);
@@ -516,9 +517,9 @@ async fn write_in(
         .bind(metric.clone())
         .bind(boundary.threshold.clone())
         .bind(boundary.model.clone())
-        .bind(boundary.baseline)
-        .bind(boundary.lower_limit)
-        .bind(boundary.upper_limit)
+        .bind(NullableF64(boundary.baseline))
+        .bind(NullableF64(boundary.lower_limit))
+        .bind(NullableF64(boundary.upper_limit))
         .execute(&mut **tx)
         .await?;
         if let Some(side) = boundary.alert {
