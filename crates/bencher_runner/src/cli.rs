@@ -42,6 +42,25 @@ pub enum Command {
     /// Specs, executes them, and reports the results back.
     Up(Box<UpArgs>),
     Run(Box<RunArgs>),
+    /// Measure this host's timer and CPU jitter, and print them with an environment
+    /// fingerprint
+    ///
+    /// Changes nothing: it reports the host as it is, with the current value of every
+    /// knob host tuning would set.
+    Noise(NoiseArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct NoiseArgs {
+    /// How many fixed busy loops to time
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub cpu_samples: u32,
+    /// How many 100 µs sleeps to time
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub timer_samples: u32,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -407,7 +426,7 @@ mod tests {
         argv.extend_from_slice(args);
         Cli::try_parse_checked_from(argv).map(|cli| match cli.command {
             Command::Up(args) => *args,
-            Command::Run(_) => panic!("parsed `up` as `run`"),
+            _ => panic!("parsed `up` as another command"),
         })
     }
 

@@ -450,7 +450,9 @@ impl Tuning {
             ),
         };
         let requested = match &action {
-            Action::Files(files) => summarize(files.iter().map(|(t, _)| t.value.clone())),
+            Action::Files(files) => {
+                summarize(files.iter().map(|(t, _)| t.format.normalize(&t.value)))
+            }
             _ => Some(value),
         };
         Plan {
