@@ -42,6 +42,25 @@ pub enum Command {
     /// Specs, executes them, and reports the results back.
     Up(Box<UpArgs>),
     Run(Box<RunArgs>),
+    /// Measure this host's timer and CPU jitter, and print them with an environment
+    /// fingerprint
+    ///
+    /// Changes nothing: it reports the host as it is, with the current value of every
+    /// knob host tuning would set.
+    Noise(NoiseArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct NoiseArgs {
+    /// How many fixed busy loops to time
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub cpu_samples: u32,
+    /// How many 100 µs sleeps to time
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub timer_samples: u32,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -183,8 +202,9 @@ impl UpArgs {
     }
 }
 
-/// Host tuning, applied before each benchmark. Accepted now; applied by the tuning
-/// module once it exists.
+/// Host tuning, applied before each benchmark and restored after it (`crate::tuning`).
+/// The seed's flags keep one optimization at the host's default each; so do the
+/// flags after them, for the knobs this runner tunes beyond the seed's.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 #[command(next_help_heading = "Host Tuning")]
 pub struct TuningArgs {
@@ -217,6 +237,59 @@ pub struct TuningArgs {
         value_parser = clap::value_parser!(i32).range(-1..=3)
     )]
     pub perf_event_paranoid: i32,
+    /// Keep deep CPU idle states (C-states) allowed (default: held off through
+    /// /dev/cpu_dma_latency while a benchmark runs)
+    #[arg(long)]
+    pub cstates: bool,
+    /// Keep transparent huge pages at the host default (default: never for benchmarks)
+    #[arg(long)]
+    pub thp: bool,
+    /// Keep automatic NUMA balancing at the host default (default: disabled for
+    /// benchmarks)
+    #[arg(long)]
+    pub numa_balancing: bool,
+    /// Keep timer migration enabled (default: disabled for benchmarks)
+    #[arg(long)]
+    pub timer_migration: bool,
+    /// Keep kernel samepage merging (KSM) at the host default (default: stopped for
+    /// benchmarks)
+    #[arg(long)]
+    pub ksm: bool,
+    /// Keep the soft lockup watchdog enabled (default: disabled for benchmarks)
+    #[arg(long)]
+    pub soft_watchdog: bool,
+    /// Keep IRQ and workqueue affinity at the host default (default: moved to the first
+    /// online CPU, the housekeeping CPU, for benchmarks)
+    #[arg(long)]
+    pub irq_affinity: bool,
+    /// The root under which /proc, /sys and /dev are tuned, and the tuning state and
+    /// lock (var/lib/bencher-runner/tuning) are kept. For tests: a fake tree.
+    #[arg(long, hide = true, default_value = "/")]
+    pub tuning_root: PathBuf,
+}
+
+impl Default for TuningArgs {
+    /// The documented defaults: every optimization on.
+    fn default() -> Self {
+        Self {
+            no_tuning: false,
+            aslr: false,
+            nmi_watchdog: false,
+            smt: false,
+            turbo: false,
+            swappiness: 10,
+            governor: "performance".to_owned(),
+            perf_event_paranoid: -1,
+            cstates: false,
+            thp: false,
+            numa_balancing: false,
+            timer_migration: false,
+            ksm: false,
+            soft_watchdog: false,
+            irq_affinity: false,
+            tuning_root: PathBuf::from("/"),
+        }
+    }
 }
 
 /// Firecracker's log levels.
@@ -353,7 +426,7 @@ mod tests {
         argv.extend_from_slice(args);
         Cli::try_parse_checked_from(argv).map(|cli| match cli.command {
             Command::Up(args) => *args,
-            Command::Run(_) => panic!("parsed `up` as `run`"),
+            _ => panic!("parsed `up` as another command"),
         })
     }
 
@@ -376,19 +449,11 @@ mod tests {
         assert_eq!(args.max_output_size.bytes(), 25 << 20);
         assert_eq!(args.max_file_count, 255);
         assert_eq!(args.max_symlinks, 40);
-        assert_eq!(
-            args.tuning,
-            TuningArgs {
-                no_tuning: false,
-                aslr: false,
-                nmi_watchdog: false,
-                smt: false,
-                turbo: false,
-                swappiness: 10,
-                governor: "performance".into(),
-                perf_event_paranoid: -1,
-            }
-        );
+        assert_eq!(args.tuning, TuningArgs::default());
+        assert!(!args.tuning.no_tuning && !args.tuning.cstates && !args.tuning.irq_affinity);
+        assert_eq!(args.tuning.swappiness, 10);
+        assert_eq!(args.tuning.governor, "performance");
+        assert_eq!(args.tuning.perf_event_paranoid, -1);
     }
 
     #[test]
@@ -426,6 +491,13 @@ mod tests {
             "schedutil",
             "--perf-event-paranoid",
             "2",
+            "--cstates",
+            "--thp",
+            "--numa-balancing",
+            "--timer-migration",
+            "--ksm",
+            "--soft-watchdog",
+            "--irq-affinity",
             "--cache-dir",
             "/tmp/cache",
             "--spool-dir",
@@ -442,6 +514,9 @@ mod tests {
         assert_eq!(args.tuning.swappiness, 60);
         assert_eq!(args.tuning.governor, "schedutil");
         assert_eq!(args.tuning.perf_event_paranoid, 2);
+        assert!(args.tuning.cstates && args.tuning.thp && args.tuning.numa_balancing);
+        assert!(args.tuning.timer_migration && args.tuning.ksm && args.tuning.soft_watchdog);
+        assert!(args.tuning.irq_affinity);
         assert_eq!(args.cache_dir, Some(PathBuf::from("/tmp/cache")));
         assert_eq!(args.spool_dir, Some(PathBuf::from("/tmp/spool")));
         // The documented default, written out, is accepted too.

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bencher_runner::agent::{self, Exit};
-use bencher_runner::cli::{Cli, Command, UpArgs};
+use bencher_runner::cli::{Cli, Command, NoiseArgs, UpArgs};
+use bencher_runner::noise;
 use bencher_runner::run_local;
+use bencher_runner::tuning::Tuning;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
             Command::Up(args) => up(*args).await,
             // It handles its own signals: one cancels the job.
             Command::Run(args) => run_local::run(*args).await,
+            Command::Noise(args) => noise(args).await,
         }
     });
     match result {
@@ -59,6 +62,59 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `runner noise`: probes and prints; changes nothing on the host.
+async fn noise(args: NoiseArgs) -> anyhow::Result<ExitCode> {
+    let size = noise::ProbeSize {
+        cpu_samples: args.cpu_samples as usize,
+        timer_samples: args.timer_samples as usize,
+        ..noise::ProbeSize::FULL
+    };
+    let (figures, print) = tokio::task::spawn_blocking(move || {
+        let observed = Tuning::new("/".into()).observe();
+        let print = noise::fingerprint(
+            std::path::Path::new("/"),
+            None,
+            noise::TuningFingerprint::Observed { knobs: observed },
+        );
+        (noise::probe(size), print)
+    })
+    .await
+    .context("the noise probe failed")?;
+    if args.json {
+        let json = serde_json::json!({ "noise": figures, "environment": print });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let line = |name: &str, s: &noise::Stats| {
+        println!(
+            "{name:<6} samples {:>7}  median {:>9} ns  p99 {:>9} ns  max {:>10} ns  cv {:.4}",
+            s.samples, s.median_ns, s.p99_ns, s.max_ns, s.cv
+        );
+    };
+    line("cpu", &figures.cpu);
+    line("timer", &figures.timer);
+    println!(
+        "(cpu: one loop of {} iterations; timer: lateness of a {} ns sleep)",
+        figures.cpu_work, figures.timer_sleep_ns
+    );
+    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    println!("cpu model   {}", show(&print.cpu_model));
+    println!("microcode   {}", show(&print.microcode));
+    println!("cpus        {}", print.cpus);
+    println!("kernel      {}", show(&print.kernel));
+    println!("governor    {}", show(&print.governor));
+    println!("smt         {}", show(&print.smt));
+    if let noise::TuningFingerprint::Observed { knobs } = &print.tuning {
+        for (knob, value) in knobs {
+            match value {
+                Ok(value) => println!("{:<22}{value}", knob.name()),
+                Err(why) => println!("{:<22}unsupported ({why})", knob.name()),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Signals closer together than this are one: `timeout`, a shell or a service manager

@@ -690,6 +690,8 @@ impl Binary {
             // Must not count as --no-auto-update next to --max-download-size.
             .env("BENCHER_NO_AUTO_UPDATE", "false")
             .args(["--max-download-size", "1MiB"])
+            // Never the real host's knobs.
+            .arg("--no-tuning")
             .args(extra)
             .env_remove("BENCHER_HOST")
             .env_remove("BENCHER_RUNNER")

@@ -1,5 +1,6 @@
 //! The real job backend of `runner up`, and what the host can run. IO: the registry and
-//! the image cache (`prepare`), the executor's processes or sandboxes (`execute`), and
+//! the image cache (`prepare`), host tuning and the executor's processes or sandboxes
+//! (`execute`), and
 //! `/proc/meminfo` (the capability check).
 
 use std::path::{Path, PathBuf};
@@ -18,15 +19,19 @@ use url::Url;
 use super::core::{ALLOW_NO_SANDBOX_FLAG, Assignment, JobOutcome, Machine, NoSandbox};
 use super::driver::JobBackend;
 use super::error_chain;
+use super::tuned;
 use crate::cli::UpArgs;
 use crate::executor::{self, Capability, ExecOutcome, ExecRequest, OutputLimits, Resources};
 use crate::image::{ImageCache, PulledImage};
+use crate::tuning::Tuning;
 
 /// Pulls with the job's token into the shared cache, then runs the executor.
 pub struct HostBackend {
     cache: ImageCache,
     limits: OutputLimits,
     grace_period: Duration,
+    /// `None` with `--no-tuning`.
+    tuning: Option<Tuning>,
 }
 
 /// A job ready to run: its image stays pinned in the cache while this lives.
@@ -46,7 +51,14 @@ impl HostBackend {
                 max_symlinks: args.max_symlinks,
             },
             grace_period: args.grace_period(),
+            tuning: None,
         }
+    }
+
+    /// Tunes the host around each job's execution.
+    pub fn with_tuning(mut self, tuning: Option<Tuning>) -> Self {
+        self.tuning = tuning;
+        self
     }
 }
 
@@ -102,7 +114,19 @@ impl JobBackend for HostBackend {
             limits: self.limits,
             grace_period: self.grace_period,
         };
+        let sandbox_name = prepared
+            .assignment
+            .spec
+            .sandbox
+            .map_or("none", |s| s.as_str());
+        let Ok(tuned) = tuned::before_job(self.tuning.as_ref(), sandbox_name, &cancel).await else {
+            return JobOutcome::Canceled {
+                results: Vec::new(),
+            };
+        };
         let outcome = executor::execute(sandbox, request, cancel).await;
+        // Whatever the outcome, canceled included.
+        tuned.after_job().await;
         // Held until here: the image stays pinned in the cache while the job runs.
         drop(prepared);
         match outcome {

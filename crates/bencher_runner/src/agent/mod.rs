@@ -11,6 +11,7 @@
 //!   401 stops the runner.
 //! - `host`: the real backend (IO: the image cache, the registry, the executor) and the
 //!   capability check at start.
+//! - `tuned`: host tuning and the noise probe around each job's execution.
 //! - `backoff`: reconnect delays (pure).
 //!
 //! Results survive everything but the disk: see `crate::spool`.
@@ -20,6 +21,7 @@ pub mod core;
 pub mod driver;
 pub mod host;
 pub mod link;
+pub mod tuned;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,7 @@ use tokio::sync::mpsc;
 use crate::cli::UpArgs;
 use crate::image::{ImageCache, ImageError};
 use crate::spool::{Spool, SpoolError};
+use crate::tuning::{Leftover, Settings, Tuning};
 
 pub use self::core::Exit;
 use self::link::{LinkConfig, LinkSetupError};
@@ -44,6 +47,8 @@ pub enum UpError {
     Spool(#[source] SpoolError),
     #[error("cannot set up the connection to the server")]
     Link(#[source] LinkSetupError),
+    #[error("cannot restore the host tuning left by a previous run")]
+    Tuning(#[source] crate::tuning::TuningError),
     #[error(transparent)]
     Agent(#[from] driver::AgentError),
 }
@@ -146,8 +151,55 @@ pub async fn up(args: UpArgs, signals: mpsc::UnboundedReceiver<()>) -> Result<Ex
         Ok(specs) => host::log_specs(&specs, &core_config.capabilities()),
         Err(error) => tracing::warn!(%error, "cannot read this runner's Specs now"),
     }
-    let backend = Arc::new(host::HostBackend::new(cache, &args));
+    let tuning = restore_leftover_tuning(&args).await?;
+    let backend = Arc::new(host::HostBackend::new(cache, &args).with_tuning(tuning));
     Ok(driver::run(core_config, link_config, backend, spool, signals).await?)
+}
+
+/// The host tuning of `--no-tuning` and friends; first restores what a runner that
+/// stopped mid-benchmark left tuned, and says so.
+async fn restore_leftover_tuning(args: &UpArgs) -> Result<Option<Tuning>, UpError> {
+    let Some(settings) = Settings::from_args(&args.tuning) else {
+        tracing::info!("host tuning disabled (--no-tuning)");
+        return Ok(None);
+    };
+    let tuning = Tuning::new(args.tuning.tuning_root.clone()).with_settings(settings);
+    let leftover = {
+        let tuning = tuning.clone();
+        tokio::task::spawn_blocking(move || tuning.restore_leftover())
+            .await
+            .map_err(driver::AgentError::Task)?
+    };
+    let leftover = match leftover {
+        Ok(leftover) => leftover,
+        // Only root can tune; a user's runner still runs jobs, untuned.
+        Err(error) if !rustix::process::geteuid().is_root() => {
+            tracing::warn!(
+                error = %error_chain(&error),
+                "host tuning needs root; jobs run untuned (--no-tuning silences this)"
+            );
+            return Ok(None);
+        }
+        Err(error) => return Err(UpError::Tuning(error)),
+    };
+    match leftover {
+        Leftover::None => {}
+        Leftover::Busy => tracing::info!(
+            "another runner on this host holds the tuning lock; it restores its own changes"
+        ),
+        Leftover::Restored { pid, restored } => tracing::warn!(
+            pid,
+            written = restored.written.len(),
+            unchanged = restored.unchanged,
+            failed = ?restored.failed,
+            "restored host tuning left behind by a runner that stopped mid-benchmark"
+        ),
+        Leftover::PreviousBoot { pid } => tracing::info!(
+            pid,
+            "discarded host tuning state from before the last reboot (the kernel reset it)"
+        ),
+    }
+    Ok(Some(tuning))
 }
 
 pub use bencher_client::error_chain;

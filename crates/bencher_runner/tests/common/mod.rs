@@ -289,6 +289,9 @@ impl Runner {
             .arg(dirs.cache.path())
             .arg("--spool-dir")
             .arg(dirs.spool.path())
+            // Never the real host's knobs: an empty fake tree (every knob unsupported).
+            .arg("--tuning-root")
+            .arg(dirs.log.path())
             .env("BENCHER_RUNNER_KEY", key)
             .env_remove("BENCHER_HOST")
             .env_remove("BENCHER_RUNNER")
