@@ -4,6 +4,7 @@
 //! Everything here is pure data with validation at construction; no IO. Values that
 //! exist are valid, so code past the edge never re-checks them.
 
+pub mod guest;
 mod id;
 mod job;
 mod name;
