@@ -32,6 +32,7 @@ mod capture;
 mod host;
 mod plan;
 mod rootfs;
+mod vm;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -42,6 +43,7 @@ use bencher_types::protocol::{IterationResult, JobConfig};
 use tokio_util::sync::CancellationToken;
 
 pub use plan::PlanError;
+pub use vm::Accel;
 
 /// Where a job runs. A closed set: every sandbox the runner supports is a variant, so
 /// every place that must treat them differently is found by the compiler. Firecracker,
@@ -51,6 +53,9 @@ pub enum Sandbox {
     /// On the host, chrooted into the image in private mount and PID namespaces. Only
     /// for trusted jobs: the agent runs it only with `--danger-allow-no-sandbox`.
     None,
+    /// In a QEMU `microvm` guest of its own (`vm`): the image as a read-only disk, the
+    /// Spec's vCPUs, memory and disk, no network unless the Spec allows it.
+    Qemu,
 }
 
 /// A Spec names a sandbox this runner cannot provide (yet).
@@ -65,6 +70,7 @@ impl Sandbox {
     pub fn from_spec(spec: Option<bencher_types::Sandbox>) -> Result<Sandbox, UnavailableSandbox> {
         match spec {
             None => Ok(Sandbox::None),
+            Some(bencher_types::Sandbox::Qemu) => Ok(Sandbox::Qemu),
             Some(sandbox) => Err(UnavailableSandbox(sandbox)),
         }
     }
@@ -74,12 +80,14 @@ impl Sandbox {
     pub fn runs_on_host(self) -> bool {
         match self {
             Sandbox::None => true,
+            Sandbox::Qemu => false,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             Sandbox::None => "none",
+            Sandbox::Qemu => "qemu",
         }
     }
 }
@@ -239,16 +247,18 @@ pub async fn execute(
 ) -> ExecOutcome {
     match sandbox {
         Sandbox::None => host::execute(request, cancel).await,
+        Sandbox::Qemu => vm::execute_qemu(request, cancel).await,
     }
 }
 
 /// Whether this host can run jobs in `sandbox`, by trying what a job needs (for `none`:
 /// root, overlayfs, mount and PID namespaces). `Err` says why not, for the agent's log;
 /// the agent then refuses Specs with this sandbox. Blocking: a few syscalls and a
-/// short-lived thread.
+/// short-lived thread; for VM sandboxes a test boot, once per process.
 pub fn check(sandbox: Sandbox) -> Result<Capability, String> {
     match sandbox {
         Sandbox::None => host::check(),
+        Sandbox::Qemu => vm::check_qemu(),
     }
 }
 
@@ -261,7 +271,16 @@ mod tests {
         assert_eq!(Sandbox::from_spec(None), Ok(Sandbox::None));
         assert!(Sandbox::None.runs_on_host());
         assert_eq!(Sandbox::None.to_string(), "none");
+        assert_eq!(
+            Sandbox::from_spec(Some(bencher_types::Sandbox::Qemu)),
+            Ok(Sandbox::Qemu)
+        );
+        assert!(!Sandbox::Qemu.runs_on_host());
+        assert_eq!(Sandbox::Qemu.to_string(), "qemu");
         for sandbox in bencher_types::Sandbox::ALL {
+            if *sandbox == bencher_types::Sandbox::Qemu {
+                continue;
+            }
             let error = Sandbox::from_spec(Some(*sandbox)).unwrap_err();
             assert!(
                 error
