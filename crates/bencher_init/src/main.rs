@@ -63,6 +63,7 @@ fn run() -> Result<(), String> {
         version: GUEST_PROTOCOL_VERSION,
     })?;
     let disks = setup::mount_disks()?;
+    setup::loopback_up()?;
     iteration::run_all(&config, &disks)?;
     channel::send(&Record::Done)
 }

@@ -38,6 +38,32 @@ pub fn mount_basics() -> Result<(), String> {
     Ok(())
 }
 
+/// Brings the loopback interface up: benchmarks talk to servers they start on
+/// localhost, with or without network.
+pub fn loopback_up() -> Result<(), String> {
+    // SAFETY: an ioctl on a fresh socket with a zeroed, NUL-terminated `ifreq`.
+    unsafe {
+        let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if socket < 0 {
+            return Err(format!(
+                "cannot open a socket to configure lo: {}",
+                io::Error::last_os_error()
+            ));
+        }
+        let mut request: libc::ifreq = std::mem::zeroed();
+        request.ifr_name[0] = b'l' as libc::c_char;
+        request.ifr_name[1] = b'o' as libc::c_char;
+        request.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        let done = libc::ioctl(socket, libc::SIOCSIFFLAGS, &raw mut request);
+        let error = io::Error::last_os_error();
+        libc::close(socket);
+        if done != 0 {
+            return Err(format!("cannot bring lo up: {error}"));
+        }
+    }
+    Ok(())
+}
+
 /// Loads the modules listed in the initramfs, in order. A module the kernel already
 /// has (built in, or loaded) is fine.
 pub fn load_modules() -> Result<(), String> {

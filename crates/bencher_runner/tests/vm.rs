@@ -39,11 +39,18 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 fn setup() -> Option<&'static Setup> {
     static SETUP: OnceLock<Result<Setup, String>> = OnceLock::new();
     let setup = SETUP.get_or_init(|| {
-        if Command::new("qemu-system-x86_64").arg("--version").output().is_err() {
+        if Command::new("qemu-system-x86_64")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             return Err("qemu-system-x86_64 is not installed (apt install qemu-system-x86)".into());
         }
         let kernels = fs::read_dir("/boot")
-            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-")))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"))
+            })
             .unwrap_or(false);
         if !kernels && std::env::var_os("BENCHER_VM_KERNEL").is_none() {
             return Err("no kernel in /boot (apt install linux-image-amd64)".into());
@@ -54,7 +61,9 @@ fn setup() -> Option<&'static Setup> {
         let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
         let init = build_static_init(base);
         let cache = base.join("vm-cache");
-        let rootfs = base.join(format!("vm-rootfs-{}", std::process::id())).join("root");
+        let rootfs = base
+            .join(format!("vm-rootfs-{}", std::process::id()))
+            .join("root");
         for entry in fs::read_dir(base).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(pid) = name.strip_prefix("vm-rootfs-")
@@ -76,7 +85,10 @@ fn setup() -> Option<&'static Setup> {
         Ok(setup) => Some(setup),
         Err(reason) => {
             eprintln!("SKIPPED: {reason}");
-            assert!(std::env::var_os("CI").is_none(), "under CI this must run: {reason}");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "under CI this must run: {reason}"
+            );
             None
         }
     }
@@ -123,7 +135,11 @@ fn build_rootfs(root: &Path) {
         "root:x:0:0:root:/root:/bin/sh\nbench:x:1234:2345:Bench:/home/bench:/bin/sh\n",
     )
     .unwrap();
-    fs::write(root.join("etc/group"), "root:x:0:\nbench:x:2345:\nextra:x:3456:bench\n").unwrap();
+    fs::write(
+        root.join("etc/group"),
+        "root:x:0:\nbench:x:2345:\nextra:x:3456:bench\n",
+    )
+    .unwrap();
     fs::write(root.join("etc/image-file"), "from the image\n").unwrap();
     std::os::unix::fs::chown(root.join("home/bench"), Some(1234), Some(2345)).unwrap();
 }
@@ -245,7 +261,7 @@ async fn iterations_output_identity_and_isolation_in_one_boot() {
     let script = r#"
         echo "out $ITER_MARK"; echo "err" >&2
         id -u; id -g; id -G; pwd; echo "HOME=$HOME"
-        ls /sys/class/net
+        ls /sys/class/net; cat /sys/class/net/lo/flags
         cat /etc/image-file
         if [ -e /tmp/seen ] || [ -e seen ]; then echo "STATE LEAKED"; fi
         touch /tmp/seen seen 2>/dev/null || echo "cannot write the working directory"
@@ -267,14 +283,20 @@ async fn iterations_output_identity_and_isolation_in_one_boot() {
         assert_eq!(result.exit_code, 0);
         let out = stdout(result);
         assert!(out.starts_with("out job\n1234\n2345\n"), "{out}");
-        assert!(out.contains("\n2345 3456\n/home/bench\nHOME=/home/bench\n"), "{out}");
-        // No network device but the loopback.
-        assert!(out.contains("\nlo\nfrom the image\n"), "{out}");
+        assert!(
+            out.contains("\n2345 3456\n/home/bench\nHOME=/home/bench\n"),
+            "{out}"
+        );
+        // No network device but the loopback, which is up (IFF_UP | IFF_LOOPBACK).
+        assert!(out.contains("\nlo\n0x9\nfrom the image\n"), "{out}");
         assert!(!out.contains("STATE LEAKED"), "{out}");
         assert!(!out.contains("cannot write"), "{out}");
         assert_eq!(stderr(result), "err\n");
         let files = result.output.as_ref().unwrap();
-        assert_eq!(files, &BTreeMap::from([("result.json".into(), "{\"n\": 1}\n".into())]));
+        assert_eq!(
+            files,
+            &BTreeMap::from([("result.json".into(), "{\"n\": 1}\n".into())])
+        );
     }
     assert!(leftover_runs(setup).is_empty());
 }
@@ -285,12 +307,18 @@ async fn exit_codes_signals_and_allow_failure() {
     let _serial = SERIAL.lock().await;
     let Some(setup) = setup() else { return };
     // A signal is 128 + N; with allow_failure every iteration runs.
-    let config = job("kill -TERM $$", serde_json::json!({"iter": 2, "allow_failure": true}));
+    let config = job(
+        "kill -TERM $$",
+        serde_json::json!({"iter": 2, "allow_failure": true}),
+    );
     let outcome = run(request(setup, image(serde_json::json!({})), config)).await;
     let ExecOutcome::Completed { results } = outcome else {
         panic!("{outcome:?}");
     };
-    assert_eq!(results.iter().map(|r| r.exit_code).collect::<Vec<_>>(), [143, 143]);
+    assert_eq!(
+        results.iter().map(|r| r.exit_code).collect::<Vec<_>>(),
+        [143, 143]
+    );
 
     // Without it, the first failure ends the job.
     let config = job("echo ran; exit 3", serde_json::json!({"iter": 3}));
@@ -301,7 +329,10 @@ async fn exit_codes_signals_and_allow_failure() {
     assert_eq!(results.len(), 1);
     assert_eq!(results[0].exit_code, 3);
     assert_eq!(stdout(&results[0]), "ran\n");
-    assert!(error.contains("iteration 1 of 3: the command exited with code 3"), "{error}");
+    assert!(
+        error.contains("iteration 1 of 3: the command exited with code 3"),
+        "{error}"
+    );
 }
 
 /// Output past the cap is dropped with the marker; a missing output file after a zero
@@ -323,10 +354,16 @@ async fn output_caps_and_file_rules() {
     let ExecOutcome::Failed { results, error } = outcome else {
         panic!("{outcome:?}");
     };
-    assert!(error.contains("output file `missing` does not exist"), "{error}");
+    assert!(
+        error.contains("output file `missing` does not exist"),
+        "{error}"
+    );
     let out = stdout(&results[0]);
     assert!(out.starts_with(&"x".repeat(1000)), "{out}");
-    assert!(out.contains("[bencher: output truncated after 1000 bytes"), "{out}");
+    assert!(
+        out.contains("[bencher: output truncated after 1000 bytes"),
+        "{out}"
+    );
 }
 
 /// A timeout kills the VM, reports 137 with the output so far, leaves nothing behind.
@@ -353,10 +390,17 @@ async fn timeout_and_cancel_kill_the_vm_and_leave_nothing() {
     let canceled = Instant::now();
     cancel.cancel();
     let outcome = task.await.unwrap();
-    assert!(matches!(outcome, ExecOutcome::Canceled { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, ExecOutcome::Canceled { .. }),
+        "{outcome:?}"
+    );
     eprintln!("cancel took {:?}", canceled.elapsed());
     assert!(leftover_vms(setup).is_empty(), "{:?}", leftover_vms(setup));
-    assert!(leftover_runs(setup).is_empty(), "{:?}", leftover_runs(setup));
+    assert!(
+        leftover_runs(setup).is_empty(),
+        "{:?}",
+        leftover_runs(setup)
+    );
 }
 
 /// The VMM dying mid-job fails the job at once, naming it.
@@ -385,7 +429,10 @@ async fn a_killed_vmm_fails_the_job_at_once() {
     let ExecOutcome::Failed { error, .. } = outcome else {
         panic!("{outcome:?}");
     };
-    assert!(error.contains("the VM stopped before the job finished"), "{error}");
+    assert!(
+        error.contains("the VM stopped before the job finished"),
+        "{error}"
+    );
     assert!(leftover_runs(setup).is_empty());
 }
 

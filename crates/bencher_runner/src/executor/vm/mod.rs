@@ -213,7 +213,7 @@ async fn probe_boot(host: &VmHost) -> Result<Duration, String> {
         disk: 64 << 20,
         network: false,
     };
-    let outcome = boot(
+    let (outcome, console) = boot(
         host,
         &job,
         &resources,
@@ -230,7 +230,7 @@ async fn probe_boot(host: &VmHost) -> Result<Duration, String> {
         {
             Ok(started.elapsed())
         }
-        ExecOutcome::TimedOut { .. } => Err(format!("no answer within {timeout:?}")),
+        ExecOutcome::TimedOut { .. } => Err(format!("no answer within {timeout:?}{console}")),
         other => Err(match other {
             ExecOutcome::Failed { error, .. } => error,
             other => format!("unexpected outcome {other:?}"),
@@ -415,7 +415,7 @@ pub(super) async fn execute_qemu(request: ExecRequest, cancel: CancellationToken
         Ok(Err(error)) => return refuse(error),
         Err(error) => return refuse(format!("preparing the job failed: {error}")),
     };
-    boot(host, &job, &resources, deadline, &cancel).await
+    boot(host, &job, &resources, deadline, &cancel).await.0
 }
 
 /// The guest config (decided here, from the image's own passwd and group files) and
@@ -475,18 +475,36 @@ enum Stop {
     TimedOut,
 }
 
-/// Boots the guest and turns its records into the outcome.
+/// Boots the guest and turns its records into the outcome; also the end of the
+/// console, for the probe's diagnosis.
 async fn boot(
     host: &VmHost,
     job: &PreparedJob,
     resources: &Resources,
     deadline: Instant,
     cancel: &CancellationToken,
-) -> ExecOutcome {
-    let mut results = Results::new(&job.guest);
+) -> (ExecOutcome, String) {
+    let outcome = boot_outcome(host, job, resources, deadline, cancel).await;
+    (
+        outcome.0,
+        outcome.1.map(|c| console_text(&c)).unwrap_or_default(),
+    )
+}
+
+type Console = Arc<Mutex<Vec<u8>>>;
+
+async fn boot_outcome(
+    host: &VmHost,
+    job: &PreparedJob,
+    resources: &Resources,
+    deadline: Instant,
+    cancel: &CancellationToken,
+) -> (ExecOutcome, Option<Console>) {
+    let results = Results::new(&job.guest);
+    let mut results = results;
     let run = match RunDir::create(&host.cache) {
         Ok(run) => run,
-        Err(error) => return results.failed(error),
+        Err(error) => return (results.failed(error), None),
     };
     let files = {
         let host = host.clone();
@@ -505,13 +523,23 @@ async fn boot(
     };
     let kernel = match files {
         Ok(Ok(kernel)) => kernel,
-        Ok(Err(error)) => return results.failed(error),
-        Err(error) => return results.failed(format!("preparing the VM failed: {error}")),
+        Ok(Err(error)) => return (results.failed(error), None),
+        Err(error) => {
+            return (
+                results.failed(format!("preparing the VM failed: {error}")),
+                None,
+            );
+        }
     };
     let socket = run.path.join("channel.sock");
     let listener = match UnixListener::bind(&socket) {
         Ok(listener) => listener,
-        Err(e) => return results.failed(format!("cannot listen on {}: {e}", socket.display())),
+        Err(e) => {
+            return (
+                results.failed(format!("cannot listen on {}: {e}", socket.display())),
+                None,
+            );
+        }
     };
     let initramfs = run.path.join("initramfs.cpio");
     let scratch = run.path.join("scratch.ext4");
@@ -531,7 +559,8 @@ async fn boot(
     let mut child = match qemu::spawn(&machine) {
         Ok(child) => child,
         Err(e) => {
-            return results.failed(format!("cannot start {}: {e}", qemu::binary().display()));
+            let error = format!("cannot start {}: {e}", qemu::binary().display());
+            return (results.failed(error), None);
         }
     };
     let started = Instant::now();
@@ -603,7 +632,7 @@ async fn boot(
     }
     drop(listener);
     drop(run);
-    match stop {
+    let outcome = match stop {
         Some(Stop::Canceled) => ExecOutcome::Canceled {
             results: results.with_partial(),
         },
@@ -611,7 +640,8 @@ async fn boot(
             results: results.with_partial(),
         },
         None => results.outcome(),
-    }
+    };
+    (outcome, Some(console))
 }
 
 /// Reads what is left in the channel, for at most a second.
@@ -664,7 +694,7 @@ fn keep_tail(
     })
 }
 
-fn console_text(console: &Arc<Mutex<Vec<u8>>>) -> String {
+fn console_text(console: &Console) -> String {
     let tail = console.lock().unwrap_or_else(|e| e.into_inner());
     let text = String::from_utf8_lossy(&tail);
     let text = text.trim();

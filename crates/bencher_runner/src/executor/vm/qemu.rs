@@ -81,7 +81,7 @@ pub(super) fn spawn(machine: &Machine<'_>) -> std::io::Result<Child> {
         .arg(machine.vmlinux)
         .arg("-initrd")
         .arg(machine.initramfs)
-        .args(["-append", "console=ttyS0 quiet panic=-1"])
+        .args(["-append", &kernel_command_line(machine.accel)])
         .args(["-drive", &drive("root", machine.root_disk, true)])
         .args([
             "-device",
@@ -124,6 +124,34 @@ pub(super) fn spawn(machine: &Machine<'_>) -> std::io::Result<Child> {
         });
     }
     command.spawn()
+}
+
+/// Under TCG the guest's TSC runs at the host's rate, but calibrating it against the
+/// emulated PIT fails when the host is busy, and the Debian kernel then hangs for
+/// want of a clock (seen in about one boot in three on a loaded 2-core host). So the
+/// guest is told the host's TSC frequency and trusts it.
+fn kernel_command_line(accel: Accel) -> String {
+    let mut line = "console=ttyS0 quiet panic=-1".to_owned();
+    if accel == Accel::Tcg
+        && let Some(khz) = host_tsc_khz()
+    {
+        line.push_str(&format!(" tsc_early_khz={khz} tsc=reliable"));
+    }
+    line
+}
+
+/// The first `cpu MHz` of `/proc/cpuinfo`, in kHz.
+fn host_tsc_khz() -> Option<u64> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = cpuinfo
+        .lines()
+        .find(|line| line.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    (mhz > 0.0).then_some((mhz * 1000.0) as u64)
 }
 
 /// QEMU option values separate by `,`; a literal comma is doubled.
