@@ -267,14 +267,14 @@ async fn iterations_output_identity_and_isolation_in_one_boot() {
         touch /tmp/seen seen 2>/dev/null || echo "cannot write the working directory"
         echo "{\"n\": 1}" > result.json
     "#;
-    let image = image(serde_json::json!({
+    let bench_image = image(serde_json::json!({
         "User": "bench", "WorkingDir": "/home/bench", "Env": ["ITER_MARK=image", "KEEP=1"],
     }));
     let config = job(
         script,
         serde_json::json!({"iter": 2, "env": {"ITER_MARK": "job"}, "file_paths": ["result.json"]}),
     );
-    let outcome = run(request(setup, image, config)).await;
+    let outcome = run(request(setup, bench_image, config)).await;
     let ExecOutcome::Completed { results } = outcome else {
         panic!("{outcome:?}");
     };
@@ -299,6 +299,19 @@ async fn iterations_output_identity_and_isolation_in_one_boot() {
         );
     }
     assert!(leftover_runs(setup).is_empty());
+
+    // Nothing the job wrote reaches the next job, and the image's files are unchanged.
+    let config = job(
+        "ls -a /home/bench /tmp; if [ -e /home/bench/seen ]; then echo LEAKED; fi",
+        serde_json::json!({}),
+    );
+    let outcome = run(request(setup, image(serde_json::json!({})), config)).await;
+    let ExecOutcome::Completed { results } = outcome else {
+        panic!("{outcome:?}");
+    };
+    let out = stdout(&results[0]);
+    assert!(!out.contains("LEAKED") && !out.contains("seen"), "{out}");
+    assert!(!setup.rootfs.join("home/bench/seen").exists());
 }
 
 /// Exit codes, signals and allow_failure.
@@ -408,6 +421,9 @@ async fn timeout_and_cancel_kill_the_vm_and_leave_nothing() {
 async fn a_killed_vmm_fails_the_job_at_once() {
     let _serial = SERIAL.lock().await;
     let Some(setup) = setup() else { return };
+    // The probe boots first, so the QEMU killed below is the job's.
+    let capability = tokio::task::spawn_blocking(|| executor::check(Sandbox::Qemu));
+    capability.await.unwrap().expect("QEMU guests boot here");
     let config = job("echo started; sleep 1000", serde_json::json!({}));
     let task = tokio::spawn(run(request(setup, image(serde_json::json!({})), config)));
     // Kill this job's QEMU once it runs.
