@@ -5,14 +5,15 @@
 //! exist are valid, so code past the edge never re-checks them.
 
 mod capabilities;
+pub mod guest;
 mod id;
 mod job;
 mod name;
 mod pagination;
 mod project;
 pub mod protocol;
-mod results;
 mod report;
+mod results;
 mod runner;
 mod secret;
 mod server;
@@ -36,7 +37,6 @@ pub use job::{
 pub use name::{NameError, ResourceName};
 pub use pagination::{DEFAULT_PER_PAGE, Direction, MAX_PER_PAGE, Pagination, SortBy};
 pub use project::{JsonNewProject, JsonProject, ProjectQuery};
-pub use results::{JsonNewResults, JsonResultsReport, MAX_RESULTS};
 pub use report::{
     AlertQuery, AlertSide, AlertStatus, JsonAlert, JsonAlertSummary, JsonBenchmark, JsonBoundary,
     JsonMeasure, JsonMetric, JsonModel, JsonNamed, JsonNewThreshold, JsonPerf, JsonPerfPoint,
@@ -44,6 +44,7 @@ pub use report::{
     JsonUpdateAlert, JsonUpdateThreshold, JsonVersion, MAX_PERF_POINTS, MAX_PERF_SERIES, PerfQuery,
     ReportQuery, ThresholdQuery, ThresholdTest, UnknownThresholdTest,
 };
+pub use results::{JsonNewResults, JsonResultsReport, MAX_RESULTS};
 pub use runner::{
     JsonNewRunner, JsonNewRunnerSpec, JsonRunner, JsonRunnerKey, JsonUpdateRunner, RunnerQuery,
     RunnerState,

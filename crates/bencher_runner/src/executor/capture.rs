@@ -90,6 +90,15 @@ pub(super) async fn capture(
 }
 
 impl Captured {
+    /// What a stream produced elsewhere (a VM guest), for the same text and marker.
+    pub(super) fn from_parts(kept: Vec<u8>, discarded: u64, limit: u64) -> Self {
+        Self {
+            kept,
+            discarded,
+            limit,
+        }
+    }
+
     /// The text, with a truncation marker line when bytes were dropped. A multi-byte
     /// character cut by the budget is dropped whole rather than shown as U+FFFD.
     pub(super) fn into_text(self) -> String {

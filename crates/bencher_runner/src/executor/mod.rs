@@ -34,6 +34,7 @@ mod host;
 mod oci_runtime;
 mod plan;
 mod rootfs;
+mod vm;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -44,10 +45,11 @@ use bencher_types::protocol::{IterationResult, JobConfig};
 use tokio_util::sync::CancellationToken;
 
 pub use plan::PlanError;
+pub use vm::Accel;
 
 /// Where a job runs. A closed set: every sandbox the runner supports is a variant, so
-/// every place that must treat them differently is found by the compiler. Firecracker and
-/// QEMU sandboxes are added as variants when they exist.
+/// every place that must treat them differently is found by the compiler. Firecracker is
+/// added as a variant when it exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Sandbox {
     /// On the host, chrooted into the image in private mount and PID namespaces. Only
@@ -57,12 +59,15 @@ pub enum Sandbox {
     Container,
     /// In a gVisor (runsc) sandbox: a user-space kernel between the job and the host's.
     Gvisor,
+    /// In a QEMU `microvm` guest of its own (`vm`): the image as a read-only disk, the
+    /// Spec's vCPUs, memory and disk, no network unless the Spec allows it.
+    Qemu,
 }
 
 /// A Spec names a sandbox this runner cannot provide (yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "sandbox `{0}` is not available yet in this runner; only Specs without a sandbox can run here (with --danger-allow-no-sandbox)"
+    "sandbox `{0}` is not available yet in this runner; it runs Specs with sandbox `container`, `gvisor` or `qemu`, or none (with --danger-allow-no-sandbox)"
 )]
 pub struct UnavailableSandbox(pub bencher_types::Sandbox);
 
@@ -73,6 +78,7 @@ impl Sandbox {
             None => Ok(Sandbox::None),
             Some(bencher_types::Sandbox::Container) => Ok(Sandbox::Container),
             Some(bencher_types::Sandbox::Gvisor) => Ok(Sandbox::Gvisor),
+            Some(bencher_types::Sandbox::Qemu) => Ok(Sandbox::Qemu),
             Some(sandbox) => Err(UnavailableSandbox(sandbox)),
         }
     }
@@ -82,7 +88,7 @@ impl Sandbox {
     pub fn runs_on_host(self) -> bool {
         match self {
             Sandbox::None => true,
-            Sandbox::Container | Sandbox::Gvisor => false,
+            Sandbox::Container | Sandbox::Gvisor | Sandbox::Qemu => false,
         }
     }
 
@@ -91,6 +97,7 @@ impl Sandbox {
             Sandbox::None => "none",
             Sandbox::Container => "container",
             Sandbox::Gvisor => "gvisor",
+            Sandbox::Qemu => "qemu",
         }
     }
 }
@@ -254,19 +261,22 @@ pub async fn execute(
             oci_runtime::execute(oci_runtime::Runtime::Runc, request, cancel).await
         }
         Sandbox::Gvisor => oci_runtime::execute(oci_runtime::Runtime::Runsc, request, cancel).await,
+        Sandbox::Qemu => vm::execute_qemu(request, cancel).await,
     }
 }
 
 /// Whether this host can run jobs in `sandbox`, by trying what a job needs (for `none`:
 /// root, overlayfs, mount and PID namespaces; for `container` and `gvisor`: the runtime's
-/// binary and a probe container, after removing what a crashed runner left). `Err` says why not, for the agent's log;
-/// the agent then refuses Specs with this sandbox. Blocking: a few syscalls and a
-/// short-lived thread.
+/// binary and a probe container, after removing what a crashed runner left; for `qemu`:
+/// the VMM, the guest kernel and init, and a test boot of a tiny guest, once per
+/// process). `Err` says why not, for the agent's log; the agent then refuses Specs with
+/// this sandbox. Blocking.
 pub fn check(sandbox: Sandbox) -> Result<Capability, String> {
     match sandbox {
         Sandbox::None => host::check(),
         Sandbox::Container => oci_runtime::check(oci_runtime::Runtime::Runc),
         Sandbox::Gvisor => oci_runtime::check(oci_runtime::Runtime::Runsc),
+        Sandbox::Qemu => vm::check_qemu(),
     }
 }
 
@@ -282,15 +292,14 @@ mod tests {
         for (spec, sandbox) in [
             (bencher_types::Sandbox::Container, Sandbox::Container),
             (bencher_types::Sandbox::Gvisor, Sandbox::Gvisor),
+            (bencher_types::Sandbox::Qemu, Sandbox::Qemu),
         ] {
             assert_eq!(Sandbox::from_spec(Some(spec)), Ok(sandbox));
             assert!(!sandbox.runs_on_host());
             assert_eq!(sandbox.to_string(), spec.to_string());
         }
-        for sandbox in [
-            bencher_types::Sandbox::Firecracker,
-            bencher_types::Sandbox::Qemu,
-        ] {
+        {
+            let sandbox = bencher_types::Sandbox::Firecracker;
             let error = Sandbox::from_spec(Some(sandbox)).unwrap_err();
             assert!(
                 error

@@ -10,9 +10,9 @@ use bencher_types::{JobUuid, ProjectUuid, Slug};
 use chrono::{DateTime, Utc};
 use sqlx::{Any, Transaction};
 
+use super::float::NullableF64;
 use super::jobs::{CreateRunError, PlacedReport, ReportShell, insert_report_shell};
 use super::{Store, StoreError, from_millis, to_millis};
-use super::float::NullableF64;
 
 const TABLE: &str = "report";
 

@@ -1,0 +1,261 @@
+//! The job's iterations, all in this one boot. Each runs on a fresh overlay (the image
+//! disk read-only below, a new directory of the scratch disk above), chrooted, as the
+//! image's user, with stdout and stderr streamed to the host under the per-iteration
+//! budget; then what it left running gets the grace period and is killed, the output
+//! files are read inside the root, and the layer is unmounted and deleted, so nothing
+//! one iteration writes reaches the next. IO: mounts, the job's processes and pipes,
+//! the scratch disk.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bencher_types::guest::{GuestConfig, IterationEnd, OUTPUT_CHUNK, Record};
+
+use crate::channel;
+use crate::rootfs::Root;
+use crate::setup::{self, Disks};
+
+/// Where each iteration's root is mounted.
+const JOB_ROOT: &str = "/mnt/job";
+
+/// The job's identity and directories as the forked child needs them: built before
+/// the fork, so the child only makes syscalls.
+struct Prepared {
+    job_root: CString,
+    working_dir: CString,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+}
+
+pub fn run_all(config: &GuestConfig, disks: &Disks) -> Result<(), String> {
+    let prepared = Arc::new(Prepared {
+        job_root: CString::new(JOB_ROOT).map_err(|e| e.to_string())?,
+        working_dir: CString::new(config.working_dir.as_str())
+            .map_err(|_| "the working directory contains a NUL byte".to_owned())?,
+        uid: config.uid,
+        gid: config.gid,
+        groups: config.groups.clone(),
+    });
+    if config.argv.is_empty() {
+        return Err("the job config has an empty command".to_owned());
+    }
+    for index in 1..=config.iterations {
+        let end = run_one(config, &prepared, disks, index)?;
+        let stop = end.files_error.is_some() || (end.exit_code != 0 && !config.allow_failure);
+        channel::send(&Record::IterationEnd(end))?;
+        if stop {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn run_one(
+    config: &GuestConfig,
+    prepared: &Arc<Prepared>,
+    disks: &Disks,
+    index: u32,
+) -> Result<IterationEnd, String> {
+    let layer = disks.scratch.join(format!("iteration-{index}"));
+    let (upper, work) = (layer.join("upper"), layer.join("work"));
+    for dir in [&upper, &work, Path::new(JOB_ROOT)] {
+        fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        disks.lower.display(),
+        upper.display(),
+        work.display()
+    );
+    let options = CString::new(options).map_err(|e| e.to_string())?;
+    setup::mount("overlay", JOB_ROOT, "overlay", 0, Some(&options))
+        .map_err(|e| format!("cannot mount the job's overlay: {e}"))?;
+    let result = in_root(config, prepared);
+    // Lazily, with everything below it; every job process is gone by now.
+    let target = CString::new(JOB_ROOT).map_err(|e| e.to_string())?;
+    // SAFETY: a NUL-terminated path.
+    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    let _ = fs::remove_dir_all(&layer);
+    result
+}
+
+fn in_root(config: &GuestConfig, prepared: &Arc<Prepared>) -> Result<IterationEnd, String> {
+    let root = Root::open(Path::new(JOB_ROOT), config.max_symlinks)
+        .map_err(|e| format!("cannot open the job's root: {e}"))?;
+    for dir in ["/proc", "/sys", "/dev", "/tmp", config.working_dir.as_str()] {
+        root.ensure_dir(dir)
+            .map_err(|e| format!("cannot create {dir} in the image: {e}"))?;
+    }
+
+    let mut command = Command::new(&config.argv[0]);
+    command
+        .args(&config.argv[1..])
+        .env_clear()
+        .envs(config.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child_config = prepared.clone();
+    // SAFETY: `enter` makes only syscalls on data prepared before the fork; this
+    // process has no other threads while it spawns (the output threads of earlier
+    // iterations were joined).
+    unsafe { command.pre_exec(move || enter(&child_config)) };
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start the command `{}`: {e}", config.argv[0]))?;
+
+    let budget = Arc::new(AtomicU64::new(config.max_output_size));
+    let pumps = [
+        child
+            .stdout
+            .take()
+            .map(|out| pump(out, &budget, Record::Stdout)),
+        child
+            .stderr
+            .take()
+            .map(|err| pump(err, &budget, Record::Stderr)),
+    ];
+    let status = child
+        .wait()
+        .map_err(|e| format!("cannot wait for the command: {e}"))?;
+    let exit_code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    end_leftovers(Duration::from_millis(config.grace_period_ms));
+    let [stdout_dropped, stderr_dropped] =
+        pumps.map(|pump| pump.map_or(0, |p| p.join().unwrap_or(0)));
+
+    let files_error = collect_files(config, &root, exit_code != 0).err();
+    Ok(IterationEnd {
+        exit_code,
+        stdout_dropped,
+        stderr_dropped,
+        files_error,
+    })
+}
+
+/// In the forked child: into the root, the pseudo filesystems, the working directory,
+/// the image's user.
+fn enter(prepared: &Prepared) -> io::Result<()> {
+    let check = |result: libc::c_int| {
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    // SAFETY: syscalls on NUL-terminated strings and a slice prepared before the fork.
+    unsafe {
+        libc::umask(0o022);
+        check(libc::chroot(prepared.job_root.as_ptr()))?;
+        check(libc::chdir(c"/".as_ptr()))?;
+        for (source, target, fstype, flags, data) in [
+            (c"proc", c"/proc", c"proc", 0, None),
+            (c"sysfs", c"/sys", c"sysfs", libc::MS_RDONLY, None),
+            (c"devtmpfs", c"/dev", c"devtmpfs", 0, None),
+            (c"tmpfs", c"/tmp", c"tmpfs", 0, Some(c"mode=1777")),
+        ] {
+            check(libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                flags,
+                data.map_or(std::ptr::null(), |d: &std::ffi::CStr| d.as_ptr().cast()),
+            ))?;
+        }
+        check(libc::chdir(prepared.working_dir.as_ptr()))?;
+        check(libc::setgroups(
+            prepared.groups.len(),
+            prepared.groups.as_ptr(),
+        ))?;
+        check(libc::setgid(prepared.gid))?;
+        check(libc::setuid(prepared.uid))?;
+    }
+    Ok(())
+}
+
+/// Reads a stream to its end on a thread, sending what the shared budget allows and
+/// counting the rest; returns the bytes dropped.
+fn pump(
+    mut reader: impl Read + Send + 'static,
+    budget: &Arc<AtomicU64>,
+    record: fn(Vec<u8>) -> Record,
+) -> std::thread::JoinHandle<u64> {
+    let budget = budget.clone();
+    std::thread::spawn(move || {
+        let mut buffer = vec![0; OUTPUT_CHUNK];
+        let mut dropped = 0u64;
+        loop {
+            let n = match reader.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            let mut granted = 0;
+            let _ = budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                granted = left.min(n as u64);
+                Some(left - granted)
+            });
+            if granted > 0 {
+                // If the host is gone the job goes on; its output has nowhere to go.
+                let _ = channel::send(&record(buffer[..granted as usize].to_vec()));
+            }
+            dropped += n as u64 - granted;
+        }
+        dropped
+    })
+}
+
+/// Gives processes the command left behind `grace` to end, then kills every process
+/// but this one and reaps them all. PID 1 inherits every orphan, so `waitpid(-1)` sees
+/// the whole job.
+fn end_leftovers(grace: Duration) {
+    let deadline = Instant::now() + grace;
+    loop {
+        // SAFETY: waitpid without a status pointer.
+        let pid = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        if pid > 0 {
+            continue;
+        }
+        if pid < 0 || Instant::now() >= deadline {
+            break; // ECHILD: nothing left; or the grace period is over
+        }
+        // Only after the benchmark ended, while leftovers finish.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: kill(-1) spares the caller (PID 1); waitpid without a status pointer.
+    unsafe {
+        libc::kill(-1, libc::SIGKILL);
+        while libc::waitpid(-1, std::ptr::null_mut(), 0) > 0 {}
+    }
+}
+
+/// Sends the output files; the same rules and messages as the runner's sandbox `none`.
+fn collect_files(config: &GuestConfig, root: &Root, skip_missing: bool) -> Result<(), String> {
+    for path in &config.file_paths {
+        let in_root = if path.starts_with('/') {
+            path.clone()
+        } else {
+            format!("{}/{path}", config.working_dir.trim_end_matches('/'))
+        };
+        match root.read_text(&in_root, config.max_output_size) {
+            Ok(Some(text)) => channel::send(&Record::File {
+                path: path.clone(),
+                contents: text.into_bytes(),
+            })?,
+            Ok(None) if skip_missing => {}
+            Ok(None) => return Err(format!("output file `{path}` does not exist")),
+            Err(e) => return Err(format!("output file {e}")),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! Bringing the guest up before the job: the pseudo filesystems, the kernel modules
+//! from the initramfs, and the two disks (found by their virtio serial, never by name
+//! order). IO: mounts, `finit_module`, `/sys/block`.
+
+use std::ffi::{CStr, CString};
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bencher_types::guest::{GUEST_MODULES_PATH, ROOT_DISK_SERIAL, SCRATCH_DISK_SERIAL};
+
+/// How long the disks may take to appear after their driver loaded.
+const DEVICE_WAIT: Duration = Duration::from_secs(10);
+/// The image's root filesystem, read-only.
+pub const LOWER: &str = "/mnt/lower";
+/// The scratch disk: the writable layers live here, one directory per iteration.
+pub const SCRATCH: &str = "/mnt/scratch";
+
+/// Where the disks are mounted.
+pub struct Disks {
+    pub lower: PathBuf,
+    pub scratch: PathBuf,
+}
+
+pub fn mount_basics() -> Result<(), String> {
+    for (source, target, fstype) in [
+        ("proc", "/proc", "proc"),
+        ("sysfs", "/sys", "sysfs"),
+        ("devtmpfs", "/dev", "devtmpfs"),
+        ("tmpfs", "/tmp", "tmpfs"),
+    ] {
+        fs::create_dir_all(target).map_err(|e| format!("cannot create {target}: {e}"))?;
+        mount(source, target, fstype, 0, None)
+            .map_err(|e| format!("cannot mount {fstype} on {target}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Brings the loopback interface up: benchmarks talk to servers they start on
+/// localhost, with or without network.
+pub fn loopback_up() -> Result<(), String> {
+    // SAFETY: an ioctl on a fresh socket with a zeroed, NUL-terminated `ifreq`.
+    unsafe {
+        let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if socket < 0 {
+            return Err(format!(
+                "cannot open a socket to configure lo: {}",
+                io::Error::last_os_error()
+            ));
+        }
+        let mut request: libc::ifreq = std::mem::zeroed();
+        request.ifr_name[0] = b'l' as libc::c_char;
+        request.ifr_name[1] = b'o' as libc::c_char;
+        request.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        let done = libc::ioctl(socket, libc::SIOCSIFFLAGS, &raw mut request);
+        let error = io::Error::last_os_error();
+        libc::close(socket);
+        if done != 0 {
+            return Err(format!("cannot bring lo up: {error}"));
+        }
+    }
+    Ok(())
+}
+
+/// Loads the modules listed in the initramfs, in order. A module the kernel already
+/// has (built in, or loaded) is fine.
+pub fn load_modules() -> Result<(), String> {
+    let list = match fs::read_to_string(GUEST_MODULES_PATH) {
+        Ok(list) => list,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot read {GUEST_MODULES_PATH}: {e}")),
+    };
+    for module in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let file = File::open(module).map_err(|e| format!("cannot open module {module}: {e}"))?;
+        // SAFETY: finit_module with an open fd and an empty, NUL-terminated parameter
+        // string.
+        let loaded = unsafe {
+            libc::syscall(
+                libc::SYS_finit_module,
+                file.as_raw_fd(),
+                c"".as_ptr(),
+                0 as libc::c_int,
+            )
+        };
+        if loaded != 0 {
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() != Some(libc::EEXIST) {
+                return Err(format!("cannot load kernel module {module}: {error}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn mount_disks() -> Result<Disks, String> {
+    let root = find_disk(ROOT_DISK_SERIAL)?;
+    let scratch = find_disk(SCRATCH_DISK_SERIAL)?;
+    for dir in [LOWER, SCRATCH] {
+        fs::create_dir_all(dir).map_err(|e| format!("cannot create {dir}: {e}"))?;
+    }
+    mount(
+        &root.to_string_lossy(),
+        LOWER,
+        "ext4",
+        libc::MS_RDONLY,
+        Some(c"noload"),
+    )
+    .map_err(|e| format!("cannot mount the image disk {}: {e}", root.display()))?;
+    // `noinit_itable`: no kernel thread initialising inode tables during the benchmark.
+    mount(
+        &scratch.to_string_lossy(),
+        SCRATCH,
+        "ext4",
+        0,
+        Some(c"noinit_itable"),
+    )
+    .map_err(|e| format!("cannot mount the scratch disk {}: {e}", scratch.display()))?;
+    Ok(Disks {
+        lower: LOWER.into(),
+        scratch: SCRATCH.into(),
+    })
+}
+
+/// The device node of the virtio disk whose serial is `serial`.
+fn find_disk(serial: &str) -> Result<PathBuf, String> {
+    let started = Instant::now();
+    loop {
+        for entry in fs::read_dir("/sys/block").into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            if !name.to_string_lossy().starts_with("vd") {
+                continue;
+            }
+            let found = fs::read_to_string(entry.path().join("serial")).unwrap_or_default();
+            let device = Path::new("/dev").join(&name);
+            if found.trim_end() == serial && device.exists() {
+                return Ok(device);
+            }
+        }
+        if started.elapsed() > DEVICE_WAIT {
+            return Err(format!(
+                "no virtio disk with serial `{serial}` appeared within {DEVICE_WAIT:?}"
+            ));
+        }
+        // Only while the guest boots, before the benchmark runs.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn mount(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> io::Result<()> {
+    let source = CString::new(source)?;
+    let target = CString::new(target)?;
+    let fstype = CString::new(fstype)?;
+    // SAFETY: NUL-terminated strings that outlive the call.
+    let mounted = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+        )
+    };
+    if mounted != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

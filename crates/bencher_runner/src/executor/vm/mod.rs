@@ -1,0 +1,919 @@
+//! VM sandboxes (`qemu` today): each job boots its own guest from the image's root
+//! filesystem (a cached read-only ext4 disk), a fresh sparse scratch disk for the
+//! writable layers, and a cached kernel with `bencher-init` as PID 1; the init runs
+//! every iteration in that one boot and streams framed records back
+//! (`bencher_types::guest`) over one Unix socket on the host. IO: the VM cache
+//! directory, the VMM process, the channel socket; see `kernel`, `disk`, `qemu`.
+//!
+//! # One job
+//!
+//! 1. Plan on the host (argv, env, working directory, user from the image's passwd and
+//!    group files) into a `GuestConfig`; build or reuse the root disk and the kernel.
+//! 2. In a per-job run directory (`<vm cache>/run/bencher-vm-<pid>-<n>`): the scratch
+//!    disk, the job's initramfs (the cached one with the config appended as a second
+//!    cpio archive), the channel socket the VMM connects to.
+//! 3. Start the VMM and read records until `Done`, an `Error`, a failing iteration,
+//!    the deadline, a cancel, or the VMM's exit, whichever is first; the VMM exiting
+//!    before `Done` fails the job at once.
+//! 4. Kill the VMM and delete the run directory. The VMM also dies with the runner
+//!    (parent-death signal), and run directories of dead runners are deleted at the
+//!    next check, so a crash leaves nothing behind either.
+//!
+//! Per-iteration output caps are applied in the guest and again here: the guest is
+//! the job's machine, so nothing it sends is trusted beyond its frame format.
+
+mod cpio;
+mod disk;
+mod kernel;
+mod qemu;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bencher_oci::config::ImageConfig;
+use bencher_types::guest::{
+    FrameDecoder, GUEST_CONFIG_PATH, GUEST_PROTOCOL_VERSION, GuestChannel, GuestConfig,
+    IterationEnd, Record,
+};
+use bencher_types::protocol::{IterationResult, JobConfig};
+use tokio::io::AsyncReadExt;
+use tokio::net::UnixListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::capture::Captured;
+use super::plan;
+use super::rootfs::Root;
+use super::{Capability, ExecOutcome, ExecRequest, OutputLimits, Resources, Sandbox};
+pub use qemu::Accel;
+
+/// The exit code reported for an iteration the executor killed: SIGKILL's.
+const KILLED: i32 = 128 + 9;
+/// The largest passwd or group file read from an image.
+const MAX_ACCOUNT_FILE: u64 = 16 << 20;
+/// The serial console kept for error messages.
+const CONSOLE_TAIL: usize = 8 << 10;
+/// How long a probe boot may take: a guest that needs longer is of no use.
+const PROBE_TIMEOUT_KVM: Duration = Duration::from_secs(20);
+const PROBE_TIMEOUT_TCG: Duration = Duration::from_secs(90);
+/// A frame's payload beyond the output cap: a file record's path.
+const FRAME_SLACK: u64 = 64 << 10;
+
+/// What the probe found: everything a job needs that does not depend on the job.
+#[derive(Debug, Clone)]
+struct VmHost {
+    init: PathBuf,
+    kernel: kernel::KernelSource,
+    cache: PathBuf,
+    accel: Accel,
+    capability: Capability,
+}
+
+/// Whether this host can run QEMU guests: the tools, the kernel, the init, and a test
+/// boot of a tiny guest with the real init, first with KVM (only where the CPU has
+/// hardware virtualisation: `/dev/kvm` alone proves nothing), then with TCG. Decided
+/// once per process. Blocking: up to a few minutes in the worst case.
+pub(super) fn check_qemu() -> Result<Capability, String> {
+    probe()
+        .as_ref()
+        .map(|host| host.capability.clone())
+        .map_err(Clone::clone)
+}
+
+fn probe() -> &'static Result<VmHost, String> {
+    static PROBE: OnceLock<Result<VmHost, String>> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        // Its own thread and runtime: the caller may be inside a runtime or not.
+        std::thread::Builder::new()
+            .name("bencher-vm-probe".to_owned())
+            .spawn(run_probe)
+            .map_err(|e| format!("cannot start the VM probe: {e}"))?
+            .join()
+            .unwrap_or_else(|_| Err("the VM probe panicked".to_owned()))
+    })
+}
+
+fn run_probe() -> Result<VmHost, String> {
+    let qemu_version = qemu::version()?;
+    disk::check_mkfs()?;
+    let init = find_init()?;
+    let kernel = kernel::KernelSource::find()?;
+    let cache = cache_dir()?;
+    clean_stale_runs(&cache);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the probe's runtime: {e}"))?;
+    let mut failures = Vec::new();
+    for accel in candidate_accels() {
+        let mut host = VmHost {
+            init: init.clone(),
+            kernel: kernel.clone(),
+            cache: cache.clone(),
+            accel,
+            capability: Capability {
+                sandbox: Sandbox::Qemu,
+                detail: String::new(),
+                enforces_resources: true,
+                isolates_network: true,
+            },
+        };
+        match runtime.block_on(probe_boot(&host)) {
+            Ok(boot) => {
+                let speed = match accel {
+                    Accel::Kvm => "hardware virtualisation".to_owned(),
+                    Accel::Tcg => "software emulation (TCG): correct results, but figures are \
+                                   NOT meaningful for benchmarks"
+                        .to_owned(),
+                };
+                host.capability.detail = format!(
+                    "jobs run in QEMU microvm guests ({qemu_version}; kernel {}; accel {}: \
+                     {speed}; test boot {:.1} s); vCPUs, memory and disk from the Spec, no \
+                     network unless the Spec allows it",
+                    kernel.version,
+                    accel.as_str(),
+                    boot.as_secs_f64()
+                );
+                tracing::info!(accel = accel.as_str(), "QEMU guests boot here");
+                return Ok(host);
+            }
+            Err(error) => {
+                tracing::info!(accel = accel.as_str(), %error, "a QEMU test boot failed");
+                failures.push(format!("with {}: {error}", accel.as_str()));
+            }
+        }
+    }
+    Err(format!(
+        "a tiny QEMU guest did not boot here: {}",
+        failures.join("; ")
+    ))
+}
+
+/// KVM only where the CPU offers hardware virtualisation and the module is a real one
+/// (`kvm_pvm`, a software virtualiser, cannot run an ordinary guest kernel).
+fn candidate_accels() -> Vec<Accel> {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hardware = cpuinfo
+        .lines()
+        .filter(|line| line.starts_with("flags"))
+        .any(|line| line.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    let kvm =
+        hardware && Path::new("/dev/kvm").exists() && !Path::new("/sys/module/kvm_pvm").exists();
+    if kvm {
+        vec![Accel::Kvm, Accel::Tcg]
+    } else {
+        vec![Accel::Tcg]
+    }
+}
+
+/// Boots a guest whose image is only the init binary, running `--version`.
+async fn probe_boot(host: &VmHost) -> Result<Duration, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("probe-")
+        .tempdir_in(&host.cache)
+        .map_err(|e| format!("cannot create a probe directory: {e}"))?;
+    let rootfs = dir.path().join("root");
+    fs::create_dir_all(&rootfs).map_err(|e| format!("cannot create the probe image: {e}"))?;
+    fs::copy(&host.init, rootfs.join("probe"))
+        .map_err(|e| format!("cannot create the probe image: {e}"))?;
+    let guest = GuestConfig {
+        channel: GuestChannel::VirtioSerial {
+            name: qemu::PORT_NAME.to_owned(),
+        },
+        argv: vec!["/probe".to_owned(), "--version".to_owned()],
+        env: vec![("PATH".to_owned(), plan::DEFAULT_PATH.to_owned())],
+        working_dir: "/".to_owned(),
+        uid: 0,
+        gid: 0,
+        groups: Vec::new(),
+        iterations: 1,
+        allow_failure: false,
+        file_paths: Vec::new(),
+        max_output_size: 4096,
+        max_symlinks: 40,
+        grace_period_ms: 0,
+    };
+    let timeout = match host.accel {
+        Accel::Kvm => PROBE_TIMEOUT_KVM,
+        Accel::Tcg => PROBE_TIMEOUT_TCG,
+    };
+    let started = Instant::now();
+    let job = PreparedJob {
+        root_disk: disk::root_disk(&rootfs)?,
+        guest,
+    };
+    let resources = Resources {
+        cpus: 1,
+        memory: 256 << 20,
+        disk: 64 << 20,
+        network: false,
+    };
+    let (outcome, console) = boot(
+        host,
+        &job,
+        &resources,
+        started + timeout,
+        &CancellationToken::new(),
+    )
+    .await;
+    match outcome {
+        ExecOutcome::Completed { results }
+            if results
+                .first()
+                .and_then(|r| r.stdout.as_deref())
+                .is_some_and(|out| out.starts_with("bencher-init")) =>
+        {
+            Ok(started.elapsed())
+        }
+        ExecOutcome::TimedOut { .. } => Err(format!("no answer within {timeout:?}{console}")),
+        other => Err(match other {
+            ExecOutcome::Failed { error, .. } => error,
+            other => format!("unexpected outcome {other:?}"),
+        }),
+    }
+}
+
+/// `BENCHER_VM_INIT`, else `bencher-init` beside the running binary: installed with
+/// `runner`, and statically linked (it runs alone in the guest).
+fn find_init() -> Result<PathBuf, String> {
+    let path = match std::env::var_os("BENCHER_VM_INIT") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find the runner's own path: {e}"))?
+            .with_file_name("bencher-init"),
+    };
+    let bytes = fs::read(&path).map_err(|e| {
+        format!(
+            "VM sandboxes need the guest init `bencher-init` ({}: {e}); install it beside \
+             `runner` or set BENCHER_VM_INIT",
+            path.display()
+        )
+    })?;
+    if !is_static_elf(&bytes) {
+        return Err(format!(
+            "{} is not a static x86-64 executable; build it with RUSTFLAGS='-C \
+             target-feature=+crt-static' and --target x86_64-unknown-linux-gnu",
+            path.display()
+        ));
+    }
+    let output = std::process::Command::new(&path)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+    let version = String::from_utf8_lossy(&output.stdout);
+    if !version.contains(&format!("guest protocol {GUEST_PROTOCOL_VERSION})")) {
+        return Err(format!(
+            "{} speaks another guest protocol than this runner ({GUEST_PROTOCOL_VERSION}): {}",
+            path.display(),
+            version.trim()
+        ));
+    }
+    Ok(path)
+}
+
+/// An x86-64 ELF executable without a program interpreter (`PT_INTERP`).
+fn is_static_elf(bytes: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let read = |at: usize, len: usize| bytes.get(at..at + len);
+    let u16_at = |at| read(at, 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u64_at =
+        |at| read(at, 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize);
+    // 64-bit, little-endian, x86-64.
+    if read(0, 6) != Some(b"\x7fELF\x02\x01".as_slice()) || u16_at(18) != Some(62) {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(32), u16_at(54), u16_at(56)) else {
+        return false;
+    };
+    (0..phnum).all(|i| {
+        read(phoff + i * phentsize, 4)
+            .is_some_and(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) != PT_INTERP)
+    })
+}
+
+/// `BENCHER_VM_CACHE_DIR`, else `/var/cache/bencher-runner/vm` for root and
+/// `$XDG_CACHE_HOME/bencher-runner/vm` (or `~/.cache/…`) otherwise.
+fn cache_dir() -> Result<PathBuf, String> {
+    let dir = if let Some(dir) = std::env::var_os("BENCHER_VM_CACHE_DIR") {
+        PathBuf::from(dir)
+    } else if rustix::process::geteuid().is_root() {
+        PathBuf::from("/var/cache/bencher-runner/vm")
+    } else if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        PathBuf::from(dir).join("bencher-runner/vm")
+    } else if let Some(home) = std::env::var_os("HOME") {
+        PathBuf::from(home).join(".cache/bencher-runner/vm")
+    } else {
+        return Err("cannot tell where to keep VM files: set BENCHER_VM_CACHE_DIR".to_owned());
+    };
+    fs::create_dir_all(dir.join("run"))
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Deletes run directories whose runner process is gone (its VMMs died with it).
+fn clean_stale_runs(cache: &Path) {
+    for entry in fs::read_dir(cache.join("run"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("bencher-vm-")
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            tracing::info!(dir = %entry.path().display(), "removing a dead runner's VM files");
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A job's files on the host; deleted when dropped.
+struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    fn create(cache: &Path) -> Result<RunDir, String> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let name = format!(
+            "bencher-vm-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = cache.join("run").join(name);
+        fs::create_dir_all(path.parent().unwrap_or(cache))
+            .and_then(|()| fs::create_dir(&path))
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(RunDir { path })
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir_all(&self.path) {
+            tracing::warn!(dir = %self.path.display(), error = %e, "cannot remove a VM's files");
+        }
+    }
+}
+
+/// The job, planned, with its root disk.
+struct PreparedJob {
+    guest: GuestConfig,
+    root_disk: PathBuf,
+}
+
+pub(super) async fn execute_qemu(request: ExecRequest, cancel: CancellationToken) -> ExecOutcome {
+    let ExecRequest {
+        rootfs,
+        image,
+        config,
+        limits,
+        grace_period,
+        resources,
+    } = request;
+    let refuse = |error: String| ExecOutcome::Failed {
+        results: Vec::new(),
+        error,
+    };
+    if let Err(error) = config.validate() {
+        return refuse(format!("invalid job: {error}"));
+    }
+    let iterations = config.iter.unwrap_or(bencher_types::DEFAULT_ITERATIONS);
+    if iterations == 0 {
+        return refuse("invalid job: iter must be at least 1".to_owned());
+    }
+    let file_count = config.file_paths.as_ref().map_or(0, Vec::len);
+    if file_count > limits.max_file_count as usize {
+        return refuse(format!(
+            "the job asks for {file_count} output files; this runner collects at most {} \
+             (--max-file-count)",
+            limits.max_file_count
+        ));
+    }
+    // One deadline for the whole job, the boot included.
+    let deadline = Instant::now() + Duration::from_secs(config.timeout.into());
+    let host = match tokio::task::spawn_blocking(probe).await {
+        Ok(Ok(host)) => host,
+        Ok(Err(error)) => return refuse(format!("sandbox `qemu` is not available: {error}")),
+        Err(error) => return refuse(format!("the VM probe failed: {error}")),
+    };
+    let job = tokio::task::spawn_blocking(move || {
+        prepare(&rootfs, &image, &config, &limits, grace_period, iterations)
+    })
+    .await;
+    let job = match job {
+        Ok(Ok(job)) => job,
+        Ok(Err(error)) => return refuse(error),
+        Err(error) => return refuse(format!("preparing the job failed: {error}")),
+    };
+    boot(host, &job, &resources, deadline, &cancel).await.0
+}
+
+/// The guest config (decided here, from the image's own passwd and group files) and
+/// the cached root disk.
+fn prepare(
+    rootfs: &Path,
+    image: &ImageConfig,
+    config: &JobConfig,
+    limits: &OutputLimits,
+    grace: Duration,
+    iterations: u32,
+) -> Result<PreparedJob, String> {
+    let root = Root::open(rootfs, limits.max_symlinks).map_err(|e| {
+        format!(
+            "cannot open the image's root filesystem {}: {e}",
+            rootfs.display()
+        )
+    })?;
+    let account_file = |path: &str| match root.read_file(path, MAX_ACCOUNT_FILE) {
+        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(format!("cannot read the image's {e}")),
+    };
+    let passwd = account_file("/etc/passwd")?;
+    let group = account_file("/etc/group")?;
+    let plan_error = |e: plan::PlanError| e.to_string();
+    let credentials =
+        plan::credentials(image.user(), passwd.as_deref(), group.as_deref()).map_err(plan_error)?;
+    let guest = GuestConfig {
+        channel: GuestChannel::VirtioSerial {
+            name: qemu::PORT_NAME.to_owned(),
+        },
+        argv: plan::command(image, config).map_err(plan_error)?,
+        env: plan::environment(image, config.env.as_ref(), credentials.home.as_deref())
+            .map_err(plan_error)?,
+        working_dir: plan::working_dir(image).map_err(plan_error)?,
+        uid: credentials.uid,
+        gid: credentials.gid,
+        groups: credentials.groups,
+        iterations,
+        allow_failure: config.allow_failure.unwrap_or(false),
+        file_paths: config.file_paths.clone().unwrap_or_default(),
+        max_output_size: limits.max_output_size,
+        max_symlinks: limits.max_symlinks,
+        grace_period_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+    };
+    Ok(PreparedJob {
+        root_disk: disk::root_disk(rootfs)?,
+        guest,
+    })
+}
+
+/// Why the host stopped the VM.
+#[derive(Clone, Copy)]
+enum Stop {
+    Canceled,
+    TimedOut,
+}
+
+/// Boots the guest and turns its records into the outcome; also the end of the
+/// console, for the probe's diagnosis.
+async fn boot(
+    host: &VmHost,
+    job: &PreparedJob,
+    resources: &Resources,
+    deadline: Instant,
+    cancel: &CancellationToken,
+) -> (ExecOutcome, String) {
+    let outcome = boot_outcome(host, job, resources, deadline, cancel).await;
+    (
+        outcome.0,
+        outcome.1.map(|c| console_text(&c)).unwrap_or_default(),
+    )
+}
+
+type Console = Arc<Mutex<Vec<u8>>>;
+
+async fn boot_outcome(
+    host: &VmHost,
+    job: &PreparedJob,
+    resources: &Resources,
+    deadline: Instant,
+    cancel: &CancellationToken,
+) -> (ExecOutcome, Option<Console>) {
+    let results = Results::new(&job.guest);
+    let mut results = results;
+    let run = match RunDir::create(&host.cache) {
+        Ok(run) => run,
+        Err(error) => return (results.failed(error), None),
+    };
+    let files = {
+        let host = host.clone();
+        let run = run.path.clone();
+        let guest = job.guest.clone();
+        let disk_size = resources.disk;
+        let network = resources.network;
+        tokio::task::spawn_blocking(move || {
+            let kernel = host.kernel.prepare(&host.init, &host.cache, network)?;
+            disk::scratch_disk(&run.join("scratch.ext4"), disk_size)?;
+            job_initramfs(&kernel.initramfs, &run.join("initramfs.cpio"), &guest)
+                .map_err(|e| format!("cannot write the job's initramfs: {e}"))?;
+            Ok::<_, String>(kernel)
+        })
+        .await
+    };
+    let kernel = match files {
+        Ok(Ok(kernel)) => kernel,
+        Ok(Err(error)) => return (results.failed(error), None),
+        Err(error) => {
+            return (
+                results.failed(format!("preparing the VM failed: {error}")),
+                None,
+            );
+        }
+    };
+    let socket = run.path.join("channel.sock");
+    let listener = match UnixListener::bind(&socket) {
+        Ok(listener) => listener,
+        Err(e) => {
+            return (
+                results.failed(format!("cannot listen on {}: {e}", socket.display())),
+                None,
+            );
+        }
+    };
+    let initramfs = run.path.join("initramfs.cpio");
+    let scratch = run.path.join("scratch.ext4");
+    let machine = qemu::Machine {
+        accel: host.accel,
+        cpus: resources.cpus.max(1),
+        memory_mib: (resources.memory >> 20).max(128),
+        vmlinux: &kernel.vmlinux,
+        initramfs: &initramfs,
+        root_disk: &job.root_disk,
+        scratch_disk: &scratch,
+        channel: &socket,
+        network: resources.network,
+    };
+    // Spawned from the async task (a runtime worker thread, which lives as long as the
+    // runtime): the parent-death signal follows the spawning thread, not the process.
+    let mut child = match qemu::spawn(&machine) {
+        Ok(child) => child,
+        Err(e) => {
+            let error = format!("cannot start {}: {e}", qemu::binary().display());
+            return (results.failed(error), None);
+        }
+    };
+    let started = Instant::now();
+    let console = Arc::new(Mutex::new(Vec::new()));
+    let console_tasks = [
+        child
+            .stdout
+            .take()
+            .map(|out| keep_tail(out, console.clone())),
+        child
+            .stderr
+            .take()
+            .map(|err| keep_tail(err, console.clone())),
+    ];
+
+    let mut decoder = FrameDecoder::new(job.guest.max_output_size + FRAME_SLACK);
+    let mut channel: Option<tokio::net::UnixStream> = None;
+    let mut buffer = vec![0u8; 64 << 10];
+    let mut stop = None;
+    let mut vmm_exit = None;
+    while !results.finished() {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => stop = Some(Stop::Canceled),
+            () = tokio::time::sleep_until(deadline) => stop = Some(Stop::TimedOut),
+            accepted = listener.accept(), if channel.is_none() => match accepted {
+                Ok((stream, _)) => channel = Some(stream),
+                Err(e) => results.fail(format!("cannot accept the VM's channel: {e}")),
+            },
+            read = async { channel.as_mut()?.read(&mut buffer).await.ok() }, if channel.is_some() => {
+                match read {
+                    Some(n) if n > 0 => {
+                        decoder.push(&buffer[..n]);
+                        results.take_records(&mut decoder, started);
+                    }
+                    // The VM closed the channel (it powers off): its exit follows.
+                    _ => channel = None,
+                }
+            }
+            status = child.wait() => {
+                vmm_exit = Some(status);
+                // What the guest sent before it stopped is still in the socket.
+                if let Some(stream) = channel.as_mut() {
+                    drain(stream, &mut decoder, &mut results, started).await;
+                }
+            }
+        }
+        if stop.is_some() {
+            break;
+        }
+        if let Some(status) = &vmm_exit
+            && !results.finished()
+        {
+            let how = match status {
+                Ok(status) => status.to_string(),
+                Err(e) => e.to_string(),
+            };
+            let tail = console_text(&console);
+            results.fail(format!(
+                "the VM stopped before the job finished ({} {how}){tail}",
+                qemu::binary().display()
+            ));
+        }
+    }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    for task in console_tasks.into_iter().flatten() {
+        task.abort();
+    }
+    drop(listener);
+    drop(run);
+    let outcome = match stop {
+        Some(Stop::Canceled) => ExecOutcome::Canceled {
+            results: results.with_partial(),
+        },
+        Some(Stop::TimedOut) => ExecOutcome::TimedOut {
+            results: results.with_partial(),
+        },
+        None => results.outcome(),
+    };
+    (outcome, Some(console))
+}
+
+/// Reads what is left in the channel, for at most a second.
+async fn drain(
+    stream: &mut tokio::net::UnixStream,
+    decoder: &mut FrameDecoder,
+    results: &mut Results,
+    started: Instant,
+) {
+    let mut buffer = vec![0u8; 64 << 10];
+    let until = Instant::now() + Duration::from_secs(1);
+    while !results.finished() {
+        match tokio::time::timeout_at(until, stream.read(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => {
+                decoder.push(&buffer[..n]);
+                results.take_records(decoder, started);
+            }
+            _ => break,
+        }
+    }
+}
+
+/// The cached base initramfs with the job's config appended as a second archive.
+fn job_initramfs(base: &Path, out: &Path, guest: &GuestConfig) -> std::io::Result<()> {
+    fs::copy(base, out)?;
+    let config = serde_json::to_vec(guest).map_err(std::io::Error::other)?;
+    let mut file = fs::OpenOptions::new().append(true).open(out)?;
+    let mut archive = cpio::NewcWriter::new(Vec::new());
+    archive.directory("bencher", 0o755)?;
+    archive.file(GUEST_CONFIG_PATH.trim_start_matches('/'), 0o600, &config)?;
+    file.write_all(&archive.finish()?)?;
+    Ok(())
+}
+
+fn keep_tail(
+    mut reader: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    tail: Arc<Mutex<Vec<u8>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; 4096];
+        while let Ok(n) = reader.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+            let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+            tail.extend_from_slice(&buffer[..n]);
+            let excess = tail.len().saturating_sub(CONSOLE_TAIL);
+            tail.drain(..excess);
+        }
+    })
+}
+
+fn console_text(console: &Console) -> String {
+    let tail = console.lock().unwrap_or_else(|e| e.into_inner());
+    let text = String::from_utf8_lossy(&tail);
+    let text = text.trim();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("; console and VMM messages, last part:\n{text}")
+    }
+}
+
+/// The iterations' results as records arrive, under the host's own caps.
+struct Results {
+    iterations: u32,
+    allow_failure: bool,
+    file_paths: Vec<String>,
+    limit: u64,
+    done: Vec<IterationResult>,
+    ready: bool,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    dropped: [u64; 2],
+    files: BTreeMap<String, String>,
+    failure: Option<String>,
+    complete: bool,
+}
+
+impl Results {
+    fn new(guest: &GuestConfig) -> Self {
+        Self {
+            iterations: guest.iterations,
+            allow_failure: guest.allow_failure,
+            file_paths: guest.file_paths.clone(),
+            limit: guest.max_output_size,
+            done: Vec::new(),
+            ready: false,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            dropped: [0; 2],
+            files: BTreeMap::new(),
+            failure: None,
+            complete: false,
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.complete || self.failure.is_some()
+    }
+
+    fn fail(&mut self, error: String) {
+        if self.failure.is_none() {
+            self.failure = Some(error);
+        }
+    }
+
+    fn failed(mut self, error: String) -> ExecOutcome {
+        self.fail(error);
+        self.outcome()
+    }
+
+    fn which(&self) -> String {
+        format!("iteration {} of {}", self.done.len() + 1, self.iterations)
+    }
+
+    fn take_records(&mut self, decoder: &mut FrameDecoder, started: Instant) {
+        while !self.finished() {
+            match decoder.next_record() {
+                Ok(Some(record)) => self.record(record, started),
+                Ok(None) => return,
+                Err(error) => self.fail(format!("the VM's channel broke: {error}")),
+            }
+        }
+    }
+
+    fn record(&mut self, record: Record, started: Instant) {
+        if !self.ready && !matches!(record, Record::Ready { .. } | Record::Error(_)) {
+            return self.fail("the guest sent records before it was ready".to_owned());
+        }
+        match record {
+            Record::Ready { version } => {
+                if version != GUEST_PROTOCOL_VERSION {
+                    return self.fail(format!(
+                        "the guest speaks guest protocol {version}, this runner \
+                         {GUEST_PROTOCOL_VERSION}: reinstall bencher-init with the runner"
+                    ));
+                }
+                tracing::debug!(boot = ?started.elapsed(), "the guest is up");
+                self.ready = true;
+            }
+            Record::Stdout(bytes) => self.keep(0, &bytes),
+            Record::Stderr(bytes) => self.keep(1, &bytes),
+            Record::File { path, contents } => {
+                if !self.file_paths.contains(&path) || self.files.contains_key(&path) {
+                    return self.fail(format!("the guest sent an unexpected file `{path}`"));
+                }
+                if contents.len() as u64 > self.limit {
+                    return self.fail(format!(
+                        "{}: output file `{path}` is larger than {} bytes (--max-output-size)",
+                        self.which(),
+                        self.limit
+                    ));
+                }
+                match String::from_utf8(contents) {
+                    Ok(text) => {
+                        self.files.insert(path, text);
+                    }
+                    Err(_) => self.fail(format!(
+                        "{}: output file `{path}` is not UTF-8 text",
+                        self.which()
+                    )),
+                }
+            }
+            Record::IterationEnd(end) => self.end_iteration(end),
+            Record::Error(message) => {
+                let which = if self.ready {
+                    format!("{}: ", self.which())
+                } else {
+                    String::new()
+                };
+                self.fail(format!("{which}{message}"));
+            }
+            Record::Done => {
+                if (self.done.len() as u32) < self.iterations
+                    && self
+                        .done
+                        .last()
+                        .is_none_or(|r| r.exit_code == 0 || self.allow_failure)
+                {
+                    return self.fail("the guest stopped before every iteration ran".to_owned());
+                }
+                self.complete = true;
+            }
+        }
+    }
+
+    /// Keeps output under the shared per-iteration budget; counts the rest.
+    fn keep(&mut self, stream: usize, bytes: &[u8]) {
+        let used = (self.stdout.len() + self.stderr.len()) as u64;
+        let granted = self.limit.saturating_sub(used).min(bytes.len() as u64) as usize;
+        let kept = if stream == 0 {
+            &mut self.stdout
+        } else {
+            &mut self.stderr
+        };
+        kept.extend_from_slice(&bytes[..granted]);
+        self.dropped[stream] += (bytes.len() - granted) as u64;
+    }
+
+    fn take_result(&mut self, exit_code: i32, guest_dropped: [u64; 2]) -> IterationResult {
+        let text = |kept: Vec<u8>, dropped: u64, limit: u64| {
+            Captured::from_parts(kept, dropped, limit).into_text()
+        };
+        let dropped = std::mem::take(&mut self.dropped);
+        IterationResult {
+            exit_code,
+            stdout: Some(text(
+                std::mem::take(&mut self.stdout),
+                dropped[0] + guest_dropped[0],
+                self.limit,
+            )),
+            stderr: Some(text(
+                std::mem::take(&mut self.stderr),
+                dropped[1] + guest_dropped[1],
+                self.limit,
+            )),
+            output: None,
+        }
+    }
+
+    fn end_iteration(&mut self, end: IterationEnd) {
+        if self.done.len() as u32 >= self.iterations {
+            return self.fail("the guest ran more iterations than asked".to_owned());
+        }
+        let which = self.which();
+        let mut result = self.take_result(end.exit_code, [end.stdout_dropped, end.stderr_dropped]);
+        let files = std::mem::take(&mut self.files);
+        if let Some(error) = end.files_error {
+            self.done.push(result);
+            return self.fail(format!("{which}: {error}"));
+        }
+        if !self.file_paths.is_empty() {
+            result.output = Some(files);
+        }
+        let code = result.exit_code;
+        self.done.push(result);
+        if code != 0 && !self.allow_failure {
+            self.fail(format!("{which}: the command exited with code {code}"));
+        }
+    }
+
+    /// The results with the iteration the host interrupted, if one was running.
+    fn with_partial(mut self) -> Vec<IterationResult> {
+        if self.ready && (self.done.len() as u32) < self.iterations && self.failure.is_none() {
+            let partial = self.take_result(KILLED, [0, 0]);
+            self.done.push(partial);
+        }
+        self.done
+    }
+
+    fn outcome(self) -> ExecOutcome {
+        match self.failure {
+            Some(error) => ExecOutcome::Failed {
+                results: self.done,
+                error,
+            },
+            None => ExecOutcome::Completed { results: self.done },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_executables_are_told_from_dynamic_ones() {
+        let me = fs::read(std::env::current_exe().unwrap()).unwrap();
+        // Test binaries are linked dynamically.
+        assert!(!is_static_elf(&me));
+        assert!(!is_static_elf(b"#!/bin/sh\n"));
+        assert!(!is_static_elf(&[]));
+    }
+}

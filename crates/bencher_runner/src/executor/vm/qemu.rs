@@ -1,0 +1,180 @@
+//! The QEMU VMM: `qemu-system-x86_64 -M microvm` with the guest's kernel, initramfs,
+//! disks and the virtio-serial channel, started as a child that dies with the runner.
+//! IO: runs `qemu-system-x86_64`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+
+/// `BENCHER_QEMU`, else `qemu-system-x86_64` from `PATH`.
+pub(super) fn binary() -> PathBuf {
+    std::env::var_os("BENCHER_QEMU").map_or_else(|| "qemu-system-x86_64".into(), PathBuf::from)
+}
+
+/// The virtio-serial port's name, which the guest looks for.
+pub(super) const PORT_NAME: &str = "bencher";
+
+/// How QEMU runs guest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualisation: near-native speed.
+    Kvm,
+    /// Software emulation: correct, but far too slow and noisy for benchmark figures.
+    Tcg,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// What one VM boots.
+pub(super) struct Machine<'a> {
+    pub accel: Accel,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub vmlinux: &'a Path,
+    pub initramfs: &'a Path,
+    pub root_disk: &'a Path,
+    pub scratch_disk: &'a Path,
+    /// The host's listening Unix socket QEMU connects the port to.
+    pub channel: &'a Path,
+    pub network: bool,
+}
+
+/// Starts QEMU. Its stdout is the guest's serial console (piped, for diagnostics); it
+/// is killed if the runner dies (parent-death signal) or the handle is dropped.
+pub(super) fn spawn(machine: &Machine<'_>) -> std::io::Result<Child> {
+    let mut command = Command::new(binary());
+    let (accel, cpu) = match machine.accel {
+        Accel::Kvm => ("kvm", "host"),
+        Accel::Tcg => ("tcg", "max"),
+    };
+    let drive = |id: &str, path: &Path, readonly: bool| {
+        let mut spec = format!("id={id},file={},format=raw,if=none", escape(path));
+        if readonly {
+            spec.push_str(",readonly=on");
+        }
+        spec
+    };
+    command
+        // microvm's second IOAPIC (on by default) left the Debian 6.1 kernel without
+        // timer interrupts under TCG (it hung calibrating the TSC); the legacy PIT, PIC
+        // and RTC stay on, which the kernel needs to calibrate.
+        .args([
+            "-M",
+            "microvm,ioapic2=off,pit=on,pic=on,rtc=on,x-option-roms=off",
+        ])
+        .args(["-accel", accel, "-cpu", cpu])
+        .args(["-smp", &machine.cpus.to_string()])
+        .args(["-m", &format!("{}M", machine.memory_mib)])
+        // No default devices, no config files, no monitor: the guest's console is only
+        // a serial port on stdout, so nothing it prints can reach a QEMU monitor.
+        .args(["-nodefaults", "-no-user-config", "-display", "none"])
+        .args(["-monitor", "none", "-serial", "stdio", "-no-reboot"])
+        .arg("-kernel")
+        .arg(machine.vmlinux)
+        .arg("-initrd")
+        .arg(machine.initramfs)
+        .args(["-append", &kernel_command_line(machine.accel)])
+        .args(["-drive", &drive("root", machine.root_disk, true)])
+        .args([
+            "-device",
+            "virtio-blk-device,drive=root,serial=bencher-root",
+        ])
+        .args(["-drive", &drive("scratch", machine.scratch_disk, false)])
+        .args([
+            "-device",
+            "virtio-blk-device,drive=scratch,serial=bencher-scratch",
+        ])
+        .args(["-device", "virtio-serial-device"])
+        .args([
+            "-chardev",
+            &format!("socket,id=channel,path={}", escape(machine.channel)),
+        ])
+        .args([
+            "-device",
+            &format!("virtserialport,chardev=channel,name={PORT_NAME}"),
+        ]);
+    if machine.network {
+        command.args([
+            "-netdev",
+            "user,id=net0",
+            "-device",
+            "virtio-net-device,netdev=net0",
+        ]);
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: prctl only, between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn()
+}
+
+/// Under TCG the guest's TSC runs at the host's rate, but calibrating it against the
+/// emulated PIT fails when the host is busy, and the Debian kernel then hangs for
+/// want of a clock (seen in about one boot in three on a loaded 2-core host). So the
+/// guest is told the host's TSC frequency and trusts it.
+fn kernel_command_line(accel: Accel) -> String {
+    let mut line = "console=ttyS0 quiet panic=-1".to_owned();
+    if accel == Accel::Tcg
+        && let Some(khz) = host_tsc_khz()
+    {
+        line.push_str(&format!(" tsc_early_khz={khz} tsc=reliable"));
+    }
+    line
+}
+
+/// The first `cpu MHz` of `/proc/cpuinfo`, in kHz.
+fn host_tsc_khz() -> Option<u64> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = cpuinfo
+        .lines()
+        .find(|line| line.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    (mhz > 0.0).then_some((mhz * 1000.0) as u64)
+}
+
+/// QEMU option values separate by `,`; a literal comma is doubled.
+fn escape(path: &Path) -> String {
+    path.to_string_lossy().replace(',', ",,")
+}
+
+/// `QEMU emulator version 7.2.x ...`, for the capability line.
+pub(super) fn version() -> Result<String, String> {
+    let output = std::process::Command::new(binary())
+        .arg("--version")
+        .output()
+        .map_err(|e| {
+            format!(
+                "sandbox `qemu` runs {}, which cannot run ({e}); install qemu-system-x86 or set \
+                 BENCHER_QEMU",
+                binary().display()
+            )
+        })?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().next().unwrap_or_default().trim().to_owned();
+    if !output.status.success() || line.is_empty() {
+        return Err(format!("`{} --version` failed", binary().display()));
+    }
+    Ok(line)
+}

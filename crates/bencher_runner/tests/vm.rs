@@ -1,0 +1,467 @@
+//! Sandbox `qemu` end to end: real QEMU (`microvm`, TCG on machines without hardware
+//! virtualisation), the host's Debian kernel, and the real static `bencher-init`,
+//! which this test builds (`cargo build -p bencher_init` with `+crt-static`, in its own
+//! target directory so the flag reaches nothing else). The image's root filesystem is
+//! built from the host's own binaries and the libraries `ldd` lists. IO: the build, a
+//! root filesystem and a VM cache under the target's temp dir, the VMs.
+//!
+//! Each boot costs about 2 s under TCG, so the scenarios are grouped into few jobs.
+//! Without QEMU or a kernel every test prints why it is skipped, and under `CI` fails.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bencher_oci::config::ImageConfig;
+use bencher_runner::executor::{self, ExecOutcome, ExecRequest, OutputLimits, Resources, Sandbox};
+use bencher_types::protocol::{IterationResult, JobConfig};
+use tokio_util::sync::CancellationToken;
+
+const PROGRAMS: &[&str] = &[
+    "sh", "sleep", "cat", "env", "id", "ls", "echo", "pwd", "head", "mkdir", "ln", "rm", "tr",
+    "touch",
+];
+
+/// Everything the VM tests share, set up once: `None` when the host cannot run them
+/// (the reason printed, and a failure under `CI`).
+struct Setup {
+    rootfs: PathBuf,
+    cache: PathBuf,
+}
+
+/// One VM test at a time: they look for leftover VMs and run directories, and the
+/// machine has few cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn setup() -> Option<&'static Setup> {
+    static SETUP: OnceLock<Result<Setup, String>> = OnceLock::new();
+    let setup = SETUP.get_or_init(|| {
+        if Command::new("qemu-system-x86_64")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            return Err("qemu-system-x86_64 is not installed (apt install qemu-system-x86)".into());
+        }
+        let kernels = fs::read_dir("/boot")
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"))
+            })
+            .unwrap_or(false);
+        if !kernels && std::env::var_os("BENCHER_VM_KERNEL").is_none() {
+            return Err("no kernel in /boot (apt install linux-image-amd64)".into());
+        }
+        if !rustix::process::geteuid().is_root() {
+            return Err("not root: the image's files must keep their owners".into());
+        }
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let init = build_static_init(base);
+        let cache = base.join("vm-cache");
+        let rootfs = base
+            .join(format!("vm-rootfs-{}", std::process::id()))
+            .join("root");
+        for entry in fs::read_dir(base).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("vm-rootfs-")
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+        build_rootfs(&rootfs);
+        // SAFETY: set once, before any VM code reads them (the probe reads them once,
+        // after this), while no other thread of this test binary touches the environment.
+        unsafe {
+            std::env::set_var("BENCHER_VM_INIT", &init);
+            std::env::set_var("BENCHER_VM_CACHE_DIR", &cache);
+        }
+        Ok(Setup { rootfs, cache })
+    });
+    match setup {
+        Ok(setup) => Some(setup),
+        Err(reason) => {
+            eprintln!("SKIPPED: {reason}");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "under CI this must run: {reason}"
+            );
+            None
+        }
+    }
+}
+
+/// Builds `bencher-init` static, in a target directory of its own: the flag must not
+/// reach the workspace's other builds, and the outer cargo holds its own directory.
+fn build_static_init(base: &Path) -> PathBuf {
+    let target_dir = base.join("bencher-init-static");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--release", "-p", "bencher_init"])
+        .args(["--target", "x86_64-unknown-linux-gnu", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the static bencher-init failed");
+    target_dir.join("x86_64-unknown-linux-gnu/release/bencher-init")
+}
+
+fn build_rootfs(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::create_dir_all(root.join("home/bench")).unwrap();
+    fs::create_dir_all(root.join("work")).unwrap();
+    fs::set_permissions(root, fs::Permissions::from_mode(0o755)).unwrap();
+    for program in PROGRAMS {
+        let host = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|dir| Path::new(dir).join(program))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{program} is not installed"))
+            .canonicalize()
+            .unwrap();
+        copy_with_libraries(&host, &root.join("bin").join(program), root);
+    }
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nbench:x:1234:2345:Bench:/home/bench:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("etc/group"),
+        "root:x:0:\nbench:x:2345:\nextra:x:3456:bench\n",
+    )
+    .unwrap();
+    fs::write(root.join("etc/image-file"), "from the image\n").unwrap();
+    std::os::unix::fs::chown(root.join("home/bench"), Some(1234), Some(2345)).unwrap();
+}
+
+fn copy_with_libraries(binary: &Path, dest: &Path, root: &Path) {
+    fs::copy(binary, dest).unwrap();
+    let ldd = Command::new("ldd").arg(binary).output().expect("ldd");
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let Some(library) = line.split_whitespace().find(|w| w.starts_with('/')) else {
+            continue;
+        };
+        let target = root.join(library.trim_start_matches('/'));
+        if !target.exists() {
+            fs::create_dir_all(target.parent().unwrap()).unwrap();
+            fs::copy(library, &target).unwrap();
+        }
+    }
+}
+
+fn image(config: serde_json::Value) -> ImageConfig {
+    let raw = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": []},
+    });
+    ImageConfig::parse(&serde_json::to_vec(&raw).unwrap()).unwrap()
+}
+
+fn job(script: &str, extra: serde_json::Value) -> JobConfig {
+    let mut config = serde_json::json!({
+        "registry": "http://localhost:6610",
+        "project": "00000000-0000-4000-8000-000000000001",
+        "digest": format!("sha256:{}", "0".repeat(64)),
+        "cmd": ["sh", "-c", script],
+        "timeout": 300,
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        config[key] = value.clone();
+    }
+    serde_json::from_value(config).unwrap()
+}
+
+fn request(setup: &Setup, image: ImageConfig, config: JobConfig) -> ExecRequest {
+    ExecRequest {
+        rootfs: setup.rootfs.clone(),
+        image,
+        config,
+        resources: Resources {
+            cpus: 1,
+            memory: 256 << 20,
+            disk: 256 << 20,
+            network: false,
+        },
+        limits: OutputLimits::default(),
+        grace_period: Duration::from_millis(500),
+    }
+}
+
+async fn run(request: ExecRequest) -> ExecOutcome {
+    executor::execute(Sandbox::Qemu, request, CancellationToken::new()).await
+}
+
+fn stdout(result: &IterationResult) -> &str {
+    result.stdout.as_deref().unwrap_or_default()
+}
+
+fn stderr(result: &IterationResult) -> &str {
+    result.stderr.as_deref().unwrap_or_default()
+}
+
+/// QEMU processes of this test's VM cache still running.
+fn leftover_vms(setup: &Setup) -> Vec<String> {
+    let needle = setup.cache.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains("qemu-system") && cmdline.contains(&needle) {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
+}
+
+/// Run directories of this process left in the VM cache.
+fn leftover_runs(setup: &Setup) -> Vec<PathBuf> {
+    let prefix = format!("bencher-vm-{}-", std::process::id());
+    fs::read_dir(setup.cache.join("run"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+#[tokio::test]
+async fn check_boots_a_tiny_guest_and_says_how() {
+    let _serial = SERIAL.lock().await;
+    let Some(_setup) = setup() else { return };
+    let capability = tokio::task::spawn_blocking(|| executor::check(Sandbox::Qemu))
+        .await
+        .unwrap()
+        .expect("QEMU guests boot here");
+    assert_eq!(capability.sandbox, Sandbox::Qemu);
+    assert!(capability.isolates_network && capability.enforces_resources);
+    assert!(capability.detail.contains("accel"), "{}", capability.detail);
+    eprintln!("qemu: {}", capability.detail);
+}
+
+/// Iterations, stdout/stderr, env, working directory, user, a fresh writable layer per
+/// iteration, output files and no network: one boot.
+#[tokio::test]
+async fn iterations_output_identity_and_isolation_in_one_boot() {
+    let _serial = SERIAL.lock().await;
+    let Some(setup) = setup() else { return };
+    let script = r#"
+        echo "out $ITER_MARK"; echo "err" >&2
+        id -u; id -g; id -G; pwd; echo "HOME=$HOME"
+        ls /sys/class/net; cat /sys/class/net/lo/flags
+        cat /etc/image-file
+        if [ -e /tmp/seen ] || [ -e seen ]; then echo "STATE LEAKED"; fi
+        touch /tmp/seen seen 2>/dev/null || echo "cannot write the working directory"
+        echo "{\"n\": 1}" > result.json
+    "#;
+    let bench_image = image(serde_json::json!({
+        "User": "bench", "WorkingDir": "/home/bench", "Env": ["ITER_MARK=image", "KEEP=1"],
+    }));
+    let config = job(
+        script,
+        serde_json::json!({"iter": 2, "env": {"ITER_MARK": "job"}, "file_paths": ["result.json"]}),
+    );
+    let outcome = run(request(setup, bench_image, config)).await;
+    let ExecOutcome::Completed { results } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(results.len(), 2);
+    for result in &results {
+        assert_eq!(result.exit_code, 0);
+        let out = stdout(result);
+        assert!(out.starts_with("out job\n1234\n2345\n"), "{out}");
+        assert!(
+            out.contains("\n2345 3456\n/home/bench\nHOME=/home/bench\n"),
+            "{out}"
+        );
+        // No network device but the loopback, which is up (IFF_UP | IFF_LOOPBACK).
+        assert!(out.contains("\nlo\n0x9\nfrom the image\n"), "{out}");
+        assert!(!out.contains("STATE LEAKED"), "{out}");
+        assert!(!out.contains("cannot write"), "{out}");
+        assert_eq!(stderr(result), "err\n");
+        let files = result.output.as_ref().unwrap();
+        assert_eq!(
+            files,
+            &BTreeMap::from([("result.json".into(), "{\"n\": 1}\n".into())])
+        );
+    }
+    assert!(leftover_runs(setup).is_empty());
+
+    // Nothing the job wrote reaches the next job, and the image's files are unchanged.
+    let config = job(
+        "ls -a /home/bench /tmp; if [ -e /home/bench/seen ]; then echo LEAKED; fi",
+        serde_json::json!({}),
+    );
+    let outcome = run(request(setup, image(serde_json::json!({})), config)).await;
+    let ExecOutcome::Completed { results } = outcome else {
+        panic!("{outcome:?}");
+    };
+    let out = stdout(&results[0]);
+    assert!(!out.contains("LEAKED") && !out.contains("seen"), "{out}");
+    assert!(!setup.rootfs.join("home/bench/seen").exists());
+}
+
+/// Exit codes, signals and allow_failure.
+#[tokio::test]
+async fn exit_codes_signals_and_allow_failure() {
+    let _serial = SERIAL.lock().await;
+    let Some(setup) = setup() else { return };
+    // A signal is 128 + N; with allow_failure every iteration runs.
+    let config = job(
+        "kill -TERM $$",
+        serde_json::json!({"iter": 2, "allow_failure": true}),
+    );
+    let outcome = run(request(setup, image(serde_json::json!({})), config)).await;
+    let ExecOutcome::Completed { results } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(
+        results.iter().map(|r| r.exit_code).collect::<Vec<_>>(),
+        [143, 143]
+    );
+
+    // Without it, the first failure ends the job.
+    let config = job("echo ran; exit 3", serde_json::json!({"iter": 3}));
+    let outcome = run(request(setup, image(serde_json::json!({})), config)).await;
+    let ExecOutcome::Failed { results, error } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].exit_code, 3);
+    assert_eq!(stdout(&results[0]), "ran\n");
+    assert!(
+        error.contains("iteration 1 of 3: the command exited with code 3"),
+        "{error}"
+    );
+}
+
+/// Output past the cap is dropped with the marker; a missing output file after a zero
+/// exit fails the job; a file outside the root cannot be reached.
+#[tokio::test]
+async fn output_caps_and_file_rules() {
+    let _serial = SERIAL.lock().await;
+    let Some(setup) = setup() else { return };
+    let mut request = request(
+        setup,
+        image(serde_json::json!({})),
+        job(
+            "head -c 300000 /dev/zero | tr '\\0' x; ln -s /../../etc/image-file link",
+            serde_json::json!({"file_paths": ["link", "missing"]}),
+        ),
+    );
+    request.limits.max_output_size = 1000;
+    let outcome = run(request).await;
+    let ExecOutcome::Failed { results, error } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(
+        error.contains("output file `missing` does not exist"),
+        "{error}"
+    );
+    let out = stdout(&results[0]);
+    assert!(out.starts_with(&"x".repeat(1000)), "{out}");
+    assert!(
+        out.contains("[bencher: output truncated after 1000 bytes"),
+        "{out}"
+    );
+}
+
+/// A timeout kills the VM, reports 137 with the output so far, leaves nothing behind.
+#[tokio::test]
+async fn timeout_and_cancel_kill_the_vm_and_leave_nothing() {
+    let _serial = SERIAL.lock().await;
+    let Some(setup) = setup() else { return };
+    let mut config = job("echo started; sleep 1000", serde_json::json!({}));
+    config.timeout = 20;
+    let outcome = run(request(setup, image(serde_json::json!({})), config)).await;
+    let ExecOutcome::TimedOut { results } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(results.last().map(|r| r.exit_code), Some(137));
+
+    let cancel = CancellationToken::new();
+    let config = job("echo started; sleep 1000", serde_json::json!({}));
+    let task = tokio::spawn(executor::execute(
+        Sandbox::Qemu,
+        request(setup, image(serde_json::json!({})), config),
+        cancel.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let canceled = Instant::now();
+    cancel.cancel();
+    let outcome = task.await.unwrap();
+    assert!(
+        matches!(outcome, ExecOutcome::Canceled { .. }),
+        "{outcome:?}"
+    );
+    eprintln!("cancel took {:?}", canceled.elapsed());
+    assert!(leftover_vms(setup).is_empty(), "{:?}", leftover_vms(setup));
+    assert!(
+        leftover_runs(setup).is_empty(),
+        "{:?}",
+        leftover_runs(setup)
+    );
+}
+
+/// The VMM dying mid-job fails the job at once, naming it.
+#[tokio::test]
+async fn a_killed_vmm_fails_the_job_at_once() {
+    let _serial = SERIAL.lock().await;
+    let Some(setup) = setup() else { return };
+    // The probe boots first, so the QEMU killed below is the job's.
+    let capability = tokio::task::spawn_blocking(|| executor::check(Sandbox::Qemu));
+    capability.await.unwrap().expect("QEMU guests boot here");
+    let config = job("echo started; sleep 1000", serde_json::json!({}));
+    let task = tokio::spawn(run(request(setup, image(serde_json::json!({})), config)));
+    // Kill this job's QEMU once it runs.
+    let mut killed = false;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(pid) = qemu_pids(setup).first() {
+            // SAFETY: kill(2) on a pid of our own child.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+            killed = true;
+            break;
+        }
+    }
+    assert!(killed, "no QEMU process appeared");
+    let outcome = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the job ends without waiting for its timeout")
+        .unwrap();
+    let ExecOutcome::Failed { error, .. } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(
+        error.contains("the VM stopped before the job finished"),
+        "{error}"
+    );
+    assert!(leftover_runs(setup).is_empty());
+}
+
+fn qemu_pids(setup: &Setup) -> Vec<i32> {
+    let needle = setup.cache.to_string_lossy().into_owned();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_string_lossy().parse().ok()?;
+            let cmdline = fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.contains("qemu-system") && cmdline.contains(&needle)).then_some(pid)
+        })
+        .collect()
+}
