@@ -313,6 +313,7 @@ mod tests {
                 "/out/result.json".to_owned(),
                 "{}\n".to_owned(),
             )])),
+            ..Default::default()
         };
         assert_eq!(
             iteration(2, 5, &result),

@@ -10,16 +10,18 @@
 //! bounded (a frame longer than its limit is an error before anything is buffered).
 //!
 //! Order of one job: `Ready` once the guest is up; per iteration any number of
-//! `Stdout`/`Stderr` chunks, then `File`s, then `IterationEnd`; finally `Done`, or an
-//! `Error` (after which the guest powers off).
+//! `Stdout`/`Stderr` chunks, then `File`s (or, for a job measuring file sizes,
+//! `FileSize`s), then `IterationEnd` with the command's wall time; finally `Done`, or
+//! an `Error` (after which the guest powers off).
 
 use std::io::{self, Write};
 
 use serde::{Deserialize, Serialize};
 
 /// Bumped when records or the config change incompatibly; the guest reports it in
-/// `Ready` and the host refuses another.
-pub const GUEST_PROTOCOL_VERSION: u32 = 1;
+/// `Ready` and the host refuses another. 2: `IterationEnd` carries the command's wall
+/// time, `FileSize` records, `GuestConfig::file_size`.
+pub const GUEST_PROTOCOL_VERSION: u32 = 2;
 
 /// Where the guest finds its config in the initramfs.
 pub const GUEST_CONFIG_PATH: &str = "/bencher/job.json";
@@ -61,6 +63,9 @@ pub struct GuestConfig {
     pub allow_failure: bool,
     /// As the job gave them; relative ones are taken from `working_dir`.
     pub file_paths: Vec<String>,
+    /// Whether `file_paths` are measured (`FileSize` records) instead of read (`File`
+    /// records).
+    pub file_size: bool,
     /// stdout+stderr bytes per iteration, and the largest output file.
     pub max_output_size: u64,
     pub max_symlinks: u32,
@@ -82,6 +87,12 @@ pub enum Record {
         path: String,
         contents: Vec<u8>,
     },
+    /// The size in bytes of an output file of the current iteration (a job measuring
+    /// file sizes); a file that does not exist gets no record.
+    FileSize {
+        path: String,
+        size: u64,
+    },
     /// The current iteration ended.
     IterationEnd(IterationEnd),
     /// The guest failed; it powers off next.
@@ -98,6 +109,9 @@ pub struct IterationEnd {
     /// Output bytes dropped past the budget, per stream.
     pub stdout_dropped: u64,
     pub stderr_dropped: u64,
+    /// The command's wall time in nanoseconds, from just before its spawn to its exit,
+    /// on the guest's monotonic clock: the boot is not in it.
+    pub elapsed_ns: u64,
     /// Why the output files could not be collected (the job fails).
     pub files_error: Option<String>,
 }
@@ -113,6 +127,7 @@ mod tag {
     pub const ITERATION_END: u8 = 5;
     pub const ERROR: u8 = 6;
     pub const DONE: u8 = 7;
+    pub const FILE_SIZE: u8 = 8;
 }
 
 impl Record {
@@ -140,10 +155,16 @@ impl Record {
                 out.extend_from_slice(contents);
                 tag::FILE
             }
+            Record::FileSize { path, size } => {
+                out.extend_from_slice(&size.to_le_bytes());
+                out.extend_from_slice(path.as_bytes());
+                tag::FILE_SIZE
+            }
             Record::IterationEnd(end) => {
                 out.extend_from_slice(&end.exit_code.to_le_bytes());
                 out.extend_from_slice(&end.stdout_dropped.to_le_bytes());
                 out.extend_from_slice(&end.stderr_dropped.to_le_bytes());
+                out.extend_from_slice(&end.elapsed_ns.to_le_bytes());
                 if let Some(error) = &end.files_error {
                     out.extend_from_slice(error.as_bytes());
                 }
@@ -189,14 +210,23 @@ impl Record {
                     contents: contents.to_vec(),
                 }
             }
+            tag::FILE_SIZE => {
+                let (size, path) = payload.split_first_chunk::<8>().ok_or_else(malformed)?;
+                Record::FileSize {
+                    path: String::from_utf8(path.to_vec()).map_err(|_| malformed())?,
+                    size: u64::from_le_bytes(*size),
+                }
+            }
             tag::ITERATION_END => {
                 let (code, rest) = payload.split_first_chunk::<4>().ok_or_else(malformed)?;
                 let (stdout, rest) = rest.split_first_chunk::<8>().ok_or_else(malformed)?;
                 let (stderr, rest) = rest.split_first_chunk::<8>().ok_or_else(malformed)?;
+                let (elapsed, rest) = rest.split_first_chunk::<8>().ok_or_else(malformed)?;
                 Record::IterationEnd(IterationEnd {
                     exit_code: i32::from_le_bytes(*code),
                     stdout_dropped: u64::from_le_bytes(*stdout),
                     stderr_dropped: u64::from_le_bytes(*stderr),
+                    elapsed_ns: u64::from_le_bytes(*elapsed),
                     files_error: (!rest.is_empty()).then(|| text(rest)),
                 })
             }
@@ -281,16 +311,26 @@ mod tests {
                 path: "out/ré.json".to_owned(),
                 contents: b"{}".to_vec(),
             },
+            Record::FileSize {
+                path: "out/ré.bin".to_owned(),
+                size: (1 << 40) + 3,
+            },
+            Record::FileSize {
+                path: String::new(),
+                size: 0,
+            },
             Record::IterationEnd(IterationEnd {
                 exit_code: -3,
                 stdout_dropped: 1 << 40,
                 stderr_dropped: 7,
+                elapsed_ns: 200_000_001,
                 files_error: Some("`x` does not exist".to_owned()),
             }),
             Record::IterationEnd(IterationEnd {
                 exit_code: 137,
                 stdout_dropped: 0,
                 stderr_dropped: 0,
+                elapsed_ns: u64::MAX,
                 files_error: None,
             }),
             Record::Error("boom".to_owned()),
@@ -343,6 +383,10 @@ mod tests {
             vec![tag::DONE, 1, 0, 0, 0, 1],                   // Done with a payload
             vec![tag::FILE, 5, 0, 0, 0, 9, 0, 0, 0, b'a'],    // path longer than the frame
             vec![tag::ITERATION_END, 4, 0, 0, 0, 0, 0, 0, 0], // no dropped counts
+            // Version 1's `IterationEnd`: no wall time.
+            [vec![tag::ITERATION_END, 20, 0, 0, 0], vec![0; 20]].concat(),
+            vec![tag::FILE_SIZE, 7, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7], // short size
+            vec![tag::FILE_SIZE, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff], // path not UTF-8
         ] {
             let mut decoder = FrameDecoder::new(1 << 20);
             decoder.push(&bad);
@@ -368,6 +412,7 @@ mod tests {
             iterations: 2,
             allow_failure: false,
             file_paths: vec![],
+            file_size: true,
             max_output_size: 10,
             max_symlinks: 40,
             grace_period_ms: 0,

@@ -32,7 +32,8 @@ pub struct RunnerMetadata {
     pub checksum: Option<String>,
 }
 
-/// One iteration's result: `{exit_code, stdout?, stderr?, output?: {path: contents}}`.
+/// One iteration's result: `{exit_code, stdout?, stderr?, output?: {path: contents},
+/// build_time_ns?, file_sizes?: {path: bytes}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct IterationResult {
     pub exit_code: i32,
@@ -40,8 +41,21 @@ pub struct IterationResult {
     pub stdout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr: Option<String>,
+    /// The contents of the job's `file_paths`, when the job did not ask for `file_size`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<BTreeMap<String, String>>,
+    /// When the job asked for `build_time` and the command exited: its wall time in
+    /// nanoseconds, from just before its exec to its exit, measured inside the sandbox
+    /// (image pull, container start or VM boot excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_time_ns: Option<u64>,
+    /// When the job asked for `file_size` and the command exited: the size in bytes
+    /// (from `stat`, whatever the output limits) of each of the job's `file_paths`
+    /// that exists as a regular file, keyed by the path as the job gave it. A missing
+    /// file is absent. With `file_size` the files are measured, not read: `output` is
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_sizes: Option<BTreeMap<String, u64>>,
 }
 
 /// Runner → server.
@@ -287,6 +301,17 @@ mod tests {
         };
         let text = serde_json::to_string(&failed).unwrap();
         assert!(!text.contains("output"), "{text}");
+        // The measures are optional both ways: absent when not measured, read when sent.
+        assert!(!text.contains("build_time_ns") && !text.contains("file_sizes"));
+        let measured: IterationResult = serde_json::from_str(
+            r#"{"exit_code":0,"build_time_ns":200000000,"file_sizes":{"/out/app":4096}}"#,
+        )
+        .unwrap();
+        assert_eq!(measured.build_time_ns, Some(200_000_000));
+        assert_eq!(
+            measured.file_sizes,
+            Some(BTreeMap::from([("/out/app".to_owned(), 4096)]))
+        );
         assert_eq!(RunnerMessage::parse(&text).unwrap(), failed);
         // `upload` extension: a reference instead of results.
         let completed = RunnerMessage::parse(&format!(

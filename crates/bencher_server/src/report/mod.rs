@@ -1,5 +1,7 @@
 //! Results become Reports: a job's stored output is parsed with its adapter
-//! (`crate::adapter`), folded when asked, written as metrics, and each metric is checked
+//! (`crate::adapter`), joined by what the runner measured when the job asked for it
+//! (`build-time`, `file-size`; see [`Measures`]), folded when asked, written as
+//! metrics, and each metric is checked
 //! against the thresholds of its branch, testbed and measure (`crate::threshold`) over
 //! the history of the same benchmark on the same Spec; a value past a limit raises an
 //! alert. IO: the store and blob storage (the stored output); `metrics_of` is pure.
@@ -20,7 +22,7 @@ use bencher_types::{
 };
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::adapter::{self, AdapterResults};
+use crate::adapter::{self, AdapterResults, BenchmarkName, MAX_BENCHMARK_NAME_LEN, Metric};
 use crate::blobs::BlobStore;
 use crate::channel::Hub;
 use crate::channel::output::{OutputDocument, OutputError, read_output};
@@ -127,7 +129,8 @@ pub async fn process_job(
     let config: JobConfig = serde_json::from_str(&report.config).map_err(ProcessError::Config)?;
     let settings = Settings::of(&report);
     let files = config.file_paths.as_deref().unwrap_or_default();
-    let metrics = match metrics_of(&settings, files, &output) {
+    let measures = Measures::of(&config);
+    let metrics = match metrics_of(&settings, files, &measures, &output) {
         Ok(metrics) => metrics,
         Err(message) => return fail(store, clock, job, message).await,
     };
@@ -200,14 +203,14 @@ pub async fn report_results(
             .map(|text| IterationResult {
                 exit_code: 0,
                 stdout: Some(text.clone()),
-                stderr: None,
-                output: None,
+                ..IterationResult::default()
             })
             .collect(),
         error: None,
     };
     // Parsed before anything is written: unreadable results write nothing.
-    let metrics = metrics_of(&settings, &[], &output).map_err(ResultsError::Unreadable)?;
+    let metrics = metrics_of(&settings, &[], &Measures::default(), &output)
+        .map_err(ResultsError::Unreadable)?;
     let (branch, testbed) = (
         new.branch
             .clone()
@@ -323,13 +326,87 @@ pub struct Metrics {
     pub metrics: Vec<NewMetric>,
 }
 
+/// The measure slug of a command's wall time, in seconds.
+pub const BUILD_TIME: &str = "build-time";
+/// The measure slug of an output file's size, in bytes.
+pub const FILE_SIZE: &str = "file-size";
+
+/// What the runner measured for a job besides its output, as the job asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Measures {
+    /// `build_time`: each iteration's `build_time_ns` becomes a `build-time` metric
+    /// (seconds) of this benchmark (see [`Measures::command_benchmark`]).
+    pub build_time: Option<String>,
+    /// `file_size`: each of the job's `file_paths` becomes a `file-size` metric (bytes)
+    /// of a benchmark named after the path, and the files are not parsed (results, if
+    /// any, are on stdout).
+    pub file_size: bool,
+}
+
+impl Measures {
+    pub fn of(config: &JobConfig) -> Self {
+        Self {
+            build_time: (config.build_time == Some(true)).then(|| Self::command_benchmark(config)),
+            file_size: config.file_size == Some(true),
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.build_time.is_some() || self.file_size
+    }
+
+    /// The benchmark a job's build time is recorded under: the command as the job gave
+    /// it (entrypoint then cmd, joined by spaces), which stays the same from commit to
+    /// commit where an image tag would not; for a job that runs the image's own
+    /// command, the image's repository (its reference without tag or digest), else its
+    /// digest. Control characters become spaces and the name is cut to the benchmark
+    /// name limit, so every job gets a valid, stable name.
+    pub fn command_benchmark(config: &JobConfig) -> String {
+        let command: Vec<&str> = config
+            .entrypoint
+            .iter()
+            .chain(config.cmd.iter())
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        let command = benchmark_name_of(&command.join(" "));
+        if !command.trim().is_empty() {
+            return command;
+        }
+        let repository = config.image.as_deref().map(|image| {
+            let image = image.split_once('@').map_or(image, |(name, _)| name);
+            // A tag is a last `:` after the last `/` (before it, a `:` is a port).
+            match image.rfind(':') {
+                Some(colon) if !image[colon..].contains('/') => &image[..colon],
+                _ => image,
+            }
+        });
+        match repository.map(benchmark_name_of) {
+            Some(name) if !name.trim().is_empty() => name,
+            _ => benchmark_name_of(&config.digest),
+        }
+    }
+}
+
+/// `text` as a valid benchmark name: control characters become spaces, cut to
+/// [`MAX_BENCHMARK_NAME_LEN`] characters.
+fn benchmark_name_of(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_BENCHMARK_NAME_LEN)
+        .collect()
+}
+
 /// Parses every successful iteration's results: the output files when the job names
-/// some (each parsed on its own, then merged), else stdout. Iterations that failed (kept
-/// by `allow_failure`) are left out; a job with none left, or whose output the adapter
-/// cannot read, gets the reason as an error.
+/// some and does not measure their sizes (each parsed on its own, then merged), else
+/// stdout; then adds what the runner measured (`measures`). Iterations that failed
+/// (kept by `allow_failure`) are left out; a job with none left, whose output the
+/// adapter cannot read, or with nothing at all to report, gets the reason as an error.
+/// Empty output is results only for a job with measures: a build has nothing to print.
 pub fn metrics_of(
     settings: &Settings,
     files: &[String],
+    measures: &Measures,
     output: &OutputDocument,
 ) -> Result<Metrics, String> {
     let succeeded: Vec<(usize, &IterationResult)> = output
@@ -347,7 +424,7 @@ pub fn metrics_of(
     let mut used = settings.adapter.unwrap_or(Adapter::Magic);
     let mut parsed = Vec::with_capacity(succeeded.len());
     for (index, result) in &succeeded {
-        let texts: Vec<(String, &str)> = if files.is_empty() {
+        let texts: Vec<(String, &str)> = if files.is_empty() || measures.file_size {
             vec![(
                 "stdout".to_owned(),
                 result.stdout.as_deref().unwrap_or_default(),
@@ -372,8 +449,18 @@ pub fn metrics_of(
         };
         let mut merged: Option<AdapterResults> = None;
         for (source, text) in texts {
-            let (adapter, results) = parse(settings.adapter, text)
-                .map_err(|e| format!("iteration {}, {source}: {e}", index + 1))?;
+            if measures.any() && text.trim().is_empty() {
+                continue;
+            }
+            let (adapter, results) = parse(settings.adapter, text).map_err(|e| {
+                let hint = if measures.any() {
+                    " (the job measures build-time or file-size; its stdout must be empty \
+                     or benchmark output: send other output to stderr)"
+                } else {
+                    ""
+                };
+                format!("iteration {}, {source}: {e}{hint}", index + 1)
+            })?;
             used = adapter;
             merged = Some(match merged {
                 None => results,
@@ -385,7 +472,15 @@ pub fn metrics_of(
                 })?,
             });
         }
-        parsed.extend(merged);
+        let measured = add_measures(merged.unwrap_or_default(), files, measures, result)
+            .map_err(|e| format!("iteration {}: {e}", index + 1))?;
+        parsed.push(measured);
+    }
+    if parsed.iter().all(AdapterResults::is_empty) {
+        return Err(
+            "the job's output is empty and it measured nothing, so there are no results to report"
+                .to_owned(),
+        );
     }
     let (iterations, parsed) = match settings.fold {
         Some(how) => (vec![0], vec![adapter::fold(&parsed, how)]),
@@ -422,6 +517,57 @@ fn parse(
         Adapter::Magic => adapter::magic(text),
         adapter => adapter::parse(adapter, text).map(|results| (adapter, results)),
     }
+}
+
+/// One iteration's results with its `build-time` and `file-size` metrics added.
+fn add_measures(
+    results: AdapterResults,
+    files: &[String],
+    measures: &Measures,
+    result: &IterationResult,
+) -> Result<AdapterResults, String> {
+    if !measures.any() {
+        return Ok(results);
+    }
+    let mut all = results.into_inner();
+    let mut add = |benchmark: &str, measure: &str, value: f64| -> Result<(), String> {
+        let name = BenchmarkName::new(&benchmark_name_of(benchmark))
+            .map_err(|e| format!("`{benchmark}`: {e}"))?;
+        let slug = measure
+            .parse()
+            .map_err(|e| format!("measure `{measure}`: {e}"))?;
+        let metric =
+            Metric::new(value, None, None).map_err(|e| format!("`{benchmark}` {measure}: {e}"))?;
+        if all.entry(name).or_default().insert(slug, metric).is_some() {
+            return Err(format!(
+                "benchmark `{benchmark}` has a `{measure}` metric twice (from the output and \
+                 from the measure, or from two file paths)"
+            ));
+        }
+        Ok(())
+    };
+    if let Some(benchmark) = &measures.build_time {
+        // An older runner (or another implementation) that ignores `build_time` sends
+        // none: the job fails rather than silently lack what it asked for.
+        let nanos = result.build_time_ns.ok_or(
+            "the job asked for build-time but the runner sent no build time \
+             (`build_time_ns`); the runner predates it: update the runner",
+        )?;
+        add(benchmark, BUILD_TIME, nanos as f64 / 1e9)?;
+    }
+    if measures.file_size {
+        let sizes = result.file_sizes.as_ref().ok_or(
+            "the job asked for file-size but the runner sent no file sizes \
+             (`file_sizes`); the runner predates it: update the runner",
+        )?;
+        for path in files {
+            let size = sizes.get(path).ok_or_else(|| {
+                format!("output file `{path}` does not exist, so its size cannot be reported")
+            })?;
+            add(path, FILE_SIZE, *size as f64)?;
+        }
+    }
+    Ok(AdapterResults::from(all))
 }
 
 /// Two files' results as one; `Err(benchmark)` when both name a benchmark.
