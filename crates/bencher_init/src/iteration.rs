@@ -2,8 +2,10 @@
 //! disk read-only below, a new directory of the scratch disk above), chrooted, as the
 //! image's user, with stdout and stderr streamed to the host under the per-iteration
 //! budget; then what it left running gets the grace period and is killed, the output
-//! files are read inside the root, and the layer is unmounted and deleted, so nothing
-//! one iteration writes reaches the next. IO: mounts, the job's processes and pipes,
+//! files are read (or, for a job measuring file sizes, measured) inside the root, and
+//! the layer is unmounted and deleted, so nothing one iteration writes reaches the next.
+//! The command's wall time is measured here, on the guest's clock, so the boot and the
+//! host's view of the channel are not in it. IO: mounts, the job's processes and pipes,
 //! the scratch disk.
 
 use std::ffi::CString;
@@ -108,6 +110,10 @@ fn in_root(config: &GuestConfig, prepared: &Arc<Prepared>) -> Result<IterationEn
     // process has no other threads while it spawns (the output threads of earlier
     // iterations were joined).
     unsafe { command.pre_exec(move || enter(&child_config)) };
+    // From just before the fork: `spawn` returns only once the exec happened (or
+    // failed), so the clock starts before the command and includes only the fork and
+    // the few syscalls of `enter`, microseconds against a build.
+    let spawned = Instant::now();
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start the command `{}`: {e}", config.argv[0]))?;
@@ -126,6 +132,8 @@ fn in_root(config: &GuestConfig, prepared: &Arc<Prepared>) -> Result<IterationEn
     let status = child
         .wait()
         .map_err(|e| format!("cannot wait for the command: {e}"))?;
+    // Before the grace period: what the command left running is not its time.
+    let elapsed_ns = u64::try_from(spawned.elapsed().as_nanos()).unwrap_or(u64::MAX);
     let exit_code = status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
@@ -133,11 +141,17 @@ fn in_root(config: &GuestConfig, prepared: &Arc<Prepared>) -> Result<IterationEn
     let [stdout_dropped, stderr_dropped] =
         pumps.map(|pump| pump.map_or(0, |p| p.join().unwrap_or(0)));
 
-    let files_error = collect_files(config, &root, exit_code != 0).err();
+    let files_error = if config.file_size {
+        measure_files(config, &root)
+    } else {
+        collect_files(config, &root, exit_code != 0)
+    }
+    .err();
     Ok(IterationEnd {
         exit_code,
         stdout_dropped,
         stderr_dropped,
+        elapsed_ns,
         files_error,
     })
 }
@@ -239,15 +253,35 @@ fn end_leftovers(grace: Duration) {
     }
 }
 
+/// Sends the sizes of the output files that exist; the same rules and messages as the
+/// runner's sandbox `none`.
+fn measure_files(config: &GuestConfig, root: &Root) -> Result<(), String> {
+    for path in &config.file_paths {
+        match root.file_size(&path_in_root(config, path)) {
+            Ok(Some(size)) => channel::send(&Record::FileSize {
+                path: path.clone(),
+                size,
+            })?,
+            Ok(None) => {}
+            Err(e) => return Err(format!("output file {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// A job's output file path inside the root: relative ones from the working directory.
+fn path_in_root(config: &GuestConfig, path: &str) -> String {
+    if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("{}/{path}", config.working_dir.trim_end_matches('/'))
+    }
+}
+
 /// Sends the output files; the same rules and messages as the runner's sandbox `none`.
 fn collect_files(config: &GuestConfig, root: &Root, skip_missing: bool) -> Result<(), String> {
     for path in &config.file_paths {
-        let in_root = if path.starts_with('/') {
-            path.clone()
-        } else {
-            format!("{}/{path}", config.working_dir.trim_end_matches('/'))
-        };
-        match root.read_text(&in_root, config.max_output_size) {
+        match root.read_text(&path_in_root(config, path), config.max_output_size) {
             Ok(Some(text)) => channel::send(&Record::File {
                 path: path.clone(),
                 contents: text.into_bytes(),

@@ -13,8 +13,15 @@
 //!
 //! Usage: `bencher-oci-init --version`, or `bencher-oci-init GRACE_MS UID GID GROUPS REPORT_DIR -- PROGRAM ARGS...`,
 //! GROUPS comma-separated or `-`. Reports, each written whole (temp file, rename):
-//! `REPORT_DIR/started` once the command was executed, `REPORT_DIR/exit` with the
-//! benchmark's exit code once it ended, `REPORT_DIR/error` if it could not start.
+//! `REPORT_DIR/started` once the command was executed, `REPORT_DIR/elapsed_ns` with the
+//! benchmark's wall time in nanoseconds and then `REPORT_DIR/exit` with its exit code
+//! once it ended, `REPORT_DIR/error` if it could not start.
+//!
+//! The wall time is measured here, inside the container, from just before the spawn
+//! (fork and exec) to the benchmark's reaping, on the container's monotonic clock
+//! (gVisor's own under runsc): creating and starting the container, and the grace
+//! period after the exit, are not the benchmark's time, and the runtime's start-up
+//! (hundreds of milliseconds for runsc) would drown a short command's.
 //!
 //! Plain std with a few libc declarations: built with `rustc` alone, no crates.
 
@@ -122,6 +129,7 @@ fn main() {
             Ok(())
         });
     }
+    let spawned = Instant::now();
     let benchmark = match command.spawn() {
         Ok(child) => child.id() as i32,
         Err(error) => {
@@ -147,6 +155,12 @@ fn main() {
             break;
         }
     }
+    // Written before `exit`, so a reader that sees `exit` finds it.
+    report(
+        &args.report_dir,
+        "elapsed_ns",
+        &spawned.elapsed().as_nanos().to_string(),
+    );
     report(&args.report_dir, "exit", &code.to_string());
 
     // The grace period for what the benchmark left running; over early once only init

@@ -118,6 +118,14 @@ pub struct RunArgs {
     /// path is taken from the image's working directory
     #[arg(long = "output", value_name = "PATH")]
     pub output: Vec<String>,
+    /// Measure each iteration's command: its wall time from exec to exit, inside the
+    /// sandbox (as a job's `build_time`)
+    #[arg(long)]
+    pub build_time: bool,
+    /// Print the sizes of the --output files instead of their contents (as a job's
+    /// `file_size`)
+    #[arg(long)]
+    pub file_size: bool,
     /// CPUs for the job (default 1), where the sandbox enforces it (sandbox `none` does
     /// not)
     #[arg(long)]
@@ -282,8 +290,8 @@ fn job_config(args: &RunArgs, digest: &Digest) -> anyhow::Result<JobConfig> {
         env: (!args.env.is_empty()).then(|| args.env.iter().cloned().collect::<BTreeMap<_, _>>()),
         timeout: args.timeout,
         file_paths: items(&args.output),
-        build_time: None,
-        file_size: None,
+        build_time: args.build_time.then_some(true),
+        file_size: args.file_size.then_some(true),
         iter: Some(args.iter),
         allow_failure: Some(args.allow_failure),
     };
@@ -333,6 +341,12 @@ fn print_human(
         section("stderr", result.stderr.as_deref().unwrap_or_default())?;
         for (path, contents) in result.output.iter().flatten() {
             section(&format!("file {path}"), contents)?;
+        }
+        if let Some(nanos) = result.build_time_ns {
+            writeln!(out, "-- build time: {:.6} s", nanos as f64 / 1e9)?;
+        }
+        for (path, size) in result.file_sizes.iter().flatten() {
+            writeln!(out, "-- file size {path}: {size} bytes")?;
         }
     }
     match outcome {

@@ -27,6 +27,14 @@
 //!   `max_output_size` bytes: binary or oversized files fail the job with an error
 //!   saying so, rather than reach the server mangled. A file missing after a zero exit
 //!   fails the job; after a non-zero exit it is left out.
+//! - `file_size`: the output files are measured instead of read: each iteration whose
+//!   command exited gets `file_sizes`, the size (`stat`) of each path that is a regular
+//!   file, whatever its contents or size; a missing path is absent (the server decides
+//!   what that means), anything else that is not a regular file fails the job.
+//! - `build_time`: each iteration whose command exited gets `build_time_ns`, its wall
+//!   time from just before its exec to its exit, measured inside the sandbox by the
+//!   sandbox's init (the host's forked init, `bencher-oci-init`, `bencher-init`), so
+//!   image pull, container start and VM boot are not in it, nor the grace period.
 //! - Every outcome is a value; the executor has no error type.
 
 mod capture;

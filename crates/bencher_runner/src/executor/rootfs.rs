@@ -1,6 +1,7 @@
 //! Paths inside a job's root filesystem, resolved the way the job itself (chrooted)
 //! would see them, without ever leaving that root: reading the image's passwd and group
-//! files, creating mount points and the working directory, and collecting output files.
+//! files, creating mount points and the working directory, and collecting output files
+//! (or their sizes).
 //! IO: `openat`/`readlinkat`/`mkdirat` relative to directory fds under the root, and
 //! reads of the files found.
 //!
@@ -13,13 +14,15 @@
 //! root. So `/etc -> /host-etc`, `a -> ../../..` or a procfs magic link can only ever
 //! name something inside the root.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::ffi::CString;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-use rustix::fs::{FileType, Mode, OFlags, fstat, mkdirat, open, openat, readlinkat};
+use rustix::fs::{
+    AtFlags, FileType, Mode, OFlags, fstat, mkdirat, open, openat, readlinkat, statat,
+};
 use rustix::io::Errno;
 
 /// Why a path could not be used. `path` is the path as the job names it.
@@ -166,6 +169,55 @@ impl Root {
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The size in bytes of the regular file at `path`, from its inode: nothing is read,
+    /// so no output limit applies. `None` if it does not exist.
+    pub(super) fn file_size(&self, path: &str) -> Result<Option<u64>, RootfsError> {
+        let found = match self.walk(path, Walk::Lookup) {
+            Ok(found) => found,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some((parent, name)) = found
+            .parent
+            .filter(|_| found.file_type == FileType::RegularFile)
+        else {
+            return Err(RootfsError::NotAFile { path: path.into() });
+        };
+        // By name in its directory, not following a link swapped in since the walk.
+        let stat = statat(&parent, &name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| RootfsError::io(path, e))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(RootfsError::NotAFile { path: path.into() });
+        }
+        // A regular file's size is never negative.
+        Ok(Some(u64::try_from(stat.st_size).unwrap_or(0)))
+    }
+
+    /// The sizes of a job's output files that exist (see [`Root::file_size`]), by the
+    /// path as the job gave it; relative paths are taken from `working_dir`.
+    pub(super) fn file_sizes(
+        &self,
+        working_dir: &str,
+        paths: &[String],
+    ) -> Result<BTreeMap<String, u64>, String> {
+        let mut sizes = BTreeMap::new();
+        for path in paths {
+            let in_root = if path.starts_with('/') {
+                path.clone()
+            } else {
+                format!("{}/{path}", working_dir.trim_end_matches('/'))
+            };
+            match self.file_size(&in_root) {
+                Ok(Some(size)) => {
+                    sizes.insert(path.clone(), size);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("output file {e}")),
+            }
+        }
+        Ok(sizes)
     }
 
     /// Resolves `path` (absolute or relative, both from the root) component by
@@ -373,6 +425,20 @@ mod tests {
         assert_eq!(root.read_file("/big", 101).unwrap().len(), 101);
         assert!(text(&root, "/missing").unwrap().is_none());
         assert!(matches!(text(&root, "/a\0"), Err(RootfsError::Nul { .. })));
+
+        // Sizes: of any file, binary or past every limit, through links; never read.
+        assert_eq!(root.file_size("/big").unwrap(), Some(101));
+        assert_eq!(root.file_size("/binary").unwrap(), Some(3));
+        assert_eq!(root.file_size("/l0").unwrap(), Some(3));
+        assert_eq!(root.file_size("/missing").unwrap(), None);
+        assert!(matches!(
+            root.file_size("/a"),
+            Err(RootfsError::NotAFile { .. })
+        ));
+        assert!(matches!(
+            strict.file_size("/l0"),
+            Err(RootfsError::TooManySymlinks { .. })
+        ));
     }
 
     #[test]

@@ -25,9 +25,11 @@
 //!
 //! # Status pipe
 //!
-//! Messages are 8 bytes: a kind, a step, two zero bytes and an `i32` (little endian).
-//! Kind 1: a setup step failed with that errno. Kind 2: the benchmark ended with that
-//! exit code (128 + N for signal N). The write end is `O_CLOEXEC`, so the benchmark
+//! Messages are 16 bytes: a kind, a step, two zero bytes, an `i32` and a `u64` (little
+//! endian). Kind 1: a setup step failed with that errno (the `u64` is 0). Kind 2: the
+//! benchmark ended with that exit code (128 + N for signal N), after that many
+//! nanoseconds: the init times the benchmark from just before its fork to its reaping,
+//! inside the job's namespaces, so the runner's scheduling and the pipe are not in it. The write end is `O_CLOEXEC`, so the benchmark
 //! never holds it: only init (which never execs) and the runner do.
 
 use std::ffi::CStr;
@@ -120,31 +122,41 @@ impl Step {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Report {
     SetupFailed { step: Step, errno: i32 },
-    Exited { code: i32 },
+    Exited { code: i32, elapsed_ns: u64 },
 }
 
 const REPORT_SETUP_FAILED: u8 = 1;
 const REPORT_EXITED: u8 = 2;
-pub(super) const REPORT_LEN: usize = 8;
+pub(super) const REPORT_LEN: usize = 16;
 
 impl Report {
     fn encode(self) -> [u8; REPORT_LEN] {
-        let (kind, step, value) = match self {
-            Report::SetupFailed { step, errno } => (REPORT_SETUP_FAILED, step as u8, errno),
-            Report::Exited { code } => (REPORT_EXITED, 0, code),
+        let (kind, step, value, nanos) = match self {
+            Report::SetupFailed { step, errno } => (REPORT_SETUP_FAILED, step as u8, errno, 0),
+            Report::Exited { code, elapsed_ns } => (REPORT_EXITED, 0, code, elapsed_ns),
         };
-        let v = value.to_le_bytes();
-        [kind, step, 0, 0, v[0], v[1], v[2], v[3]]
+        let mut bytes = [0; REPORT_LEN];
+        bytes[0] = kind;
+        bytes[1] = step;
+        bytes[4..8].copy_from_slice(&value.to_le_bytes());
+        bytes[8..].copy_from_slice(&nanos.to_le_bytes());
+        bytes
     }
 
     pub(super) fn decode(bytes: [u8; REPORT_LEN]) -> Option<Report> {
         let value = i32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+        let mut nanos = [0; 8];
+        nanos.copy_from_slice(&bytes[8..]);
+        let nanos = u64::from_le_bytes(nanos);
         match bytes[0] {
             REPORT_SETUP_FAILED => Step::ALL
                 .into_iter()
                 .find(|s| *s as u8 == bytes[1])
                 .map(|step| Report::SetupFailed { step, errno: value }),
-            REPORT_EXITED => Some(Report::Exited { code: value }),
+            REPORT_EXITED => Some(Report::Exited {
+                code: value,
+                elapsed_ns: nanos,
+            }),
             _ => None,
         }
     }
@@ -207,13 +219,16 @@ fn start(config: &InitConfig) -> io::Result<()> {
     enter_root(config)?;
     mount_filesystems(config)?;
 
+    // The benchmark's time starts before its fork: the fork and its few setup syscalls
+    // are microseconds against a build.
+    let started = now();
     // SAFETY: this process is single-threaded (a fresh fork), so glibc's fork has no
     // other thread's locks to inherit; both sides continue with async-signal-safe code.
     let pid = unsafe { libc::fork() };
     match pid {
         -1 => attempt(config, Step::Fork, Err(last_errno())),
         0 => benchmark(config),
-        benchmark => supervise(config, benchmark),
+        benchmark => supervise(config, benchmark, started),
     }
 }
 
@@ -397,7 +412,7 @@ fn benchmark(config: &InitConfig) -> io::Result<()> {
 /// The init's life after the fork: reap everything, report the benchmark's status
 /// when it ends, give what it left running the grace period, exit. Init's exit kills
 /// whatever is still in the namespace.
-fn supervise(config: &InitConfig, benchmark: libc::pid_t) -> ! {
+fn supervise(config: &InitConfig, benchmark: libc::pid_t, started: Timespec) -> ! {
     // Init holds nothing: not the job's stdout and stderr (so the runner sees their end
     // when the job's processes close them), not std's exec-error pipe (so the runner's
     // spawn returns once the benchmark has exec'd), not any runner fd.
@@ -419,7 +434,9 @@ fn supervise(config: &InitConfig, benchmark: libc::pid_t) -> ! {
             Err(_) => break,
         }
     }
-    report(config, Report::Exited { code });
+    // Before the grace period: what the benchmark left running is not its time.
+    let elapsed_ns = nanos_between(started, now());
+    report(config, Report::Exited { code, elapsed_ns });
 
     let deadline = add(now(), config.grace);
     loop {
@@ -481,6 +498,12 @@ fn before(a: Timespec, b: Timespec) -> bool {
     (a.tv_sec, a.tv_nsec) < (b.tv_sec, b.tv_nsec)
 }
 
+/// Nanoseconds from `a` to a later `b` on the monotonic clock; 0 if `b` is not later.
+fn nanos_between(a: Timespec, b: Timespec) -> u64 {
+    let total = |t: Timespec| i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec);
+    u64::try_from((total(b) - total(a)).max(0)).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,12 +515,16 @@ mod tests {
             assert_eq!(Report::decode(r.encode()), Some(r));
             assert!(!step.describe().is_empty());
         }
-        for code in [0, 1, 137, 255] {
-            let r = Report::Exited { code };
+        for (code, elapsed_ns) in [(0, 0), (1, 200_000_000), (137, 1 << 40), (255, u64::MAX)] {
+            let r = Report::Exited { code, elapsed_ns };
             assert_eq!(Report::decode(r.encode()), Some(r));
         }
-        assert_eq!(Report::decode([9, 0, 0, 0, 0, 0, 0, 0]), None);
-        assert_eq!(Report::decode([1, 99, 0, 0, 0, 0, 0, 0]), None);
+        let mut unknown = [0; REPORT_LEN];
+        unknown[0] = 9;
+        assert_eq!(Report::decode(unknown), None);
+        unknown[0] = 1;
+        unknown[1] = 99;
+        assert_eq!(Report::decode(unknown), None);
     }
 
     #[test]
@@ -511,5 +538,7 @@ mod tests {
         assert!(before(t, later));
         assert!(!before(later, t));
         assert!(!before(t, t));
+        assert_eq!(nanos_between(t, later), 250_000_000);
+        assert_eq!(nanos_between(later, t), 0);
     }
 }

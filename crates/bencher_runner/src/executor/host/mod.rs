@@ -24,8 +24,11 @@
 //!    after a timeout or cancel the executor kills the init. Either way the kernel kills
 //!    everything left in the PID namespace, and the init is reaped only once that is
 //!    done: nothing of the job survives the iteration.
-//! 4. The pipes are drained, the output files read from the overlay, the overlay
-//!    unmounted and the scratch directory deleted.
+//! 4. The pipes are drained, the output files read (or measured) from the overlay, the
+//!    overlay unmounted and the scratch directory deleted.
+//!
+//! The build time (`build_time`) is the init's measure, sent with the exit code: from
+//! just before it forks the benchmark to reaping it, inside the namespaces.
 
 mod init;
 mod namespace;
@@ -66,6 +69,10 @@ struct HostJob {
     credentials: Credentials,
     grace: Duration,
     max_symlinks: u32,
+    /// Whether results carry the benchmark's wall time.
+    build_time: bool,
+    /// Whether the output files are measured instead of read.
+    file_size: bool,
 }
 
 /// How an iteration ended.
@@ -205,6 +212,8 @@ fn prepare(
         rootfs,
         grace,
         max_symlinks: limits.max_symlinks,
+        build_time: config.build_time.unwrap_or(false),
+        file_size: config.file_size.unwrap_or(false),
     })
 }
 
@@ -250,7 +259,7 @@ async fn iteration(
             stop = Some(Stop::Canceled);
             None
         }
-        code = exit_report(&mut status) => code,
+        exit = exit_report(&mut status) => exit,
         () = tokio::time::sleep_until(deadline) => {
             stop = Some(Stop::TimedOut);
             None
@@ -282,15 +291,27 @@ async fn iteration(
     let text =
         |captured: Result<Captured, _>| captured.map(Captured::into_text).unwrap_or_default();
     let mut result = IterationResult {
-        exit_code: exited.unwrap_or(KILLED),
+        exit_code: exited.map_or(KILLED, |(code, _)| code),
         stdout: Some(text(stdout)),
         stderr: Some(text(stderr)),
         output: None,
+        build_time_ns: exited
+            .filter(|_| job.build_time)
+            .map(|(_, elapsed_ns)| elapsed_ns),
+        file_sizes: None,
     };
+    let exited = exited.map(|(code, _)| code);
 
     let ended = match (stop, exited) {
         (Some(Stop::Canceled), _) => Ended::Canceled(result),
         (Some(Stop::TimedOut), _) => Ended::TimedOut(result),
+        (None, Some(_)) if job.file_size => match session.sizes(files.clone()).await {
+            Ok(sizes) => {
+                result.file_sizes = Some(sizes);
+                Ended::Exited(result)
+            }
+            Err(error) => Ended::FilesFailed(result, error),
+        },
         (None, Some(_)) if files.is_empty() => Ended::Exited(result),
         (None, Some(code)) => {
             // A failed run may not have written its files; that is not a second error.
@@ -320,14 +341,14 @@ async fn iteration(
     ended
 }
 
-/// The benchmark's exit code from the status pipe; `None` if the pipe ends first
-/// (the init died).
-async fn exit_report(status: &mut tokio::net::unix::pipe::Receiver) -> Option<i32> {
+/// The benchmark's exit code and wall time (nanoseconds) from the status pipe; `None`
+/// if the pipe ends first (the init died).
+async fn exit_report(status: &mut tokio::net::unix::pipe::Receiver) -> Option<(i32, u64)> {
     let mut message = [0u8; REPORT_LEN];
     loop {
         status.read_exact(&mut message).await.ok()?;
-        if let Some(Report::Exited { code }) = Report::decode(message) {
-            return Some(code);
+        if let Some(Report::Exited { code, elapsed_ns }) = Report::decode(message) {
+            return Some((code, elapsed_ns));
         }
     }
 }

@@ -79,6 +79,11 @@ enum Request {
         skip_missing: bool,
         reply: oneshot::Sender<Result<BTreeMap<String, String>, String>>,
     },
+    /// The sizes of the output files, for a job measuring file sizes.
+    Sizes {
+        paths: Arc<[String]>,
+        reply: oneshot::Sender<Result<BTreeMap<String, u64>, String>>,
+    },
 }
 
 /// Starts the thread and, through it, the job. On error nothing runs, and the
@@ -151,6 +156,27 @@ impl Session {
         answer
             .await
             .unwrap_or_else(|_| Err("the thread reading output files ended unexpectedly".into()))
+    }
+
+    /// The sizes of the output files that exist (inside the job's root, see `Root`)
+    /// after the job ended. Relative paths are taken from the working directory.
+    pub(super) async fn sizes(
+        &self,
+        paths: Arc<[String]>,
+    ) -> Result<BTreeMap<String, u64>, String> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self
+            .requests
+            .as_ref()
+            .map(|r| r.send(Request::Sizes { paths, reply }));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(
+                "the job's namespaces are gone; output files cannot be measured".to_owned(),
+            );
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the thread measuring output files ended unexpectedly".into()))
     }
 
     /// Ends the thread (unmounting the job's root) and deletes the scratch directory.
@@ -481,6 +507,9 @@ fn serve(job: &HostJob, root: &Root, requests: &mpsc::Receiver<Request>) {
                 reply,
             } => {
                 let _ = reply.send(collect(job, root, &paths, max_bytes, skip_missing));
+            }
+            Request::Sizes { paths, reply } => {
+                let _ = reply.send(root.file_sizes(&job.working_dir, &paths));
             }
         }
     }

@@ -19,7 +19,8 @@
 //! - Its init (PID 1) is `bencher-oci-init` (see `oci-init/main.rs`), bind-mounted
 //!   read-only from the runner, which gives the benchmark the image's user and the same
 //!   semantics as sandbox `none`: death by signal is 128 + N, leftovers get the grace
-//!   period, and init's report files say when the benchmark exited and with what.
+//!   period, and init's report files say when the benchmark exited, with what, and
+//!   after how long (the build time, measured inside the container; see its source).
 //!
 //! # One iteration
 //!
@@ -32,7 +33,7 @@
 //!    deadline, the cancel token. At the deadline, a benchmark that already exited
 //!    (init's `exit` report) still gets its grace period. Timeout or cancel:
 //!    `kill ID KILL`; the PID namespace dies with its init.
-//! 4. Output files are read from the overlay's merged view, inside the root; then
+//! 4. Output files are read (or measured) from the overlay's merged view, inside the root; then
 //!    `delete --force ID`, the overlay unmounted, the bundle deleted. If the
 //!    executor's future is dropped, a thread does that cleanup. If the runner crashes,
 //!    the next `check` of the sandbox does it (see `state`).
@@ -165,6 +166,10 @@ struct Job {
     resources: Resources,
     grace: Duration,
     max_symlinks: u32,
+    /// Whether results carry the benchmark's wall time.
+    build_time: bool,
+    /// Whether the output files are measured instead of read.
+    file_size: bool,
 }
 
 /// How an iteration ended.
@@ -248,6 +253,8 @@ pub(super) async fn execute(
             resources,
             grace: grace_period,
             max_symlinks: limits.max_symlinks,
+            build_time: config.build_time.unwrap_or(false),
+            file_size: config.file_size.unwrap_or(false),
         })
     })
     .await;
@@ -608,11 +615,18 @@ async fn iteration(
     let exited = fs::read_to_string(report.join("exit"))
         .ok()
         .and_then(|code| code.trim().parse::<i32>().ok());
+    // Init writes it before `exit`; a benchmark that did not exit has none.
+    let elapsed_ns = exited
+        .filter(|_| job.build_time)
+        .and_then(|_| fs::read_to_string(report.join("elapsed_ns")).ok())
+        .and_then(|nanos| nanos.trim().parse::<u64>().ok());
     let mut result = IterationResult {
         exit_code: exited.unwrap_or(KILLED),
         stdout: Some(text(stdout)),
         stderr: Some(text(stderr)),
         output: None,
+        build_time_ns: elapsed_ns,
+        file_sizes: None,
     };
 
     let how = match &status {
@@ -628,6 +642,29 @@ async fn iteration(
         (Some(Stop::TimedOut), _) => {
             result.exit_code = KILLED;
             Ended::TimedOut(result)
+        }
+        (None, Some(_)) if job.build_time && result.build_time_ns.is_none() => Ended::Failed(
+            Some(result),
+            "the container's init did not report the benchmark's wall time".to_owned(),
+        ),
+        (None, Some(_)) if job.file_size => {
+            let rootfs = container.bundle.as_ref().map(|b| b.rootfs.clone());
+            let (job, files) = (job.clone(), files.clone());
+            let measured = tokio::task::spawn_blocking(move || {
+                let rootfs = rootfs.ok_or_else(|| "the job's root is gone".to_owned())?;
+                Root::open(&rootfs, job.max_symlinks)
+                    .map_err(|e| format!("cannot open the job's root filesystem: {e}"))?
+                    .file_sizes(&job.process.working_dir, &files)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("measuring output files failed: {e}")));
+            match measured {
+                Ok(sizes) => {
+                    result.file_sizes = Some(sizes);
+                    Ended::Exited(result)
+                }
+                Err(error) => Ended::FilesFailed(result, error),
+            }
         }
         (None, Some(_)) if files.is_empty() => Ended::Exited(result),
         (None, Some(code)) => {

@@ -194,6 +194,7 @@ async fn probe_boot(host: &VmHost) -> Result<Duration, String> {
         iterations: 1,
         allow_failure: false,
         file_paths: Vec::new(),
+        file_size: false,
         max_output_size: 4096,
         max_symlinks: 40,
         grace_period_ms: 0,
@@ -206,6 +207,7 @@ async fn probe_boot(host: &VmHost) -> Result<Duration, String> {
     let job = PreparedJob {
         root_disk: disk::root_disk(&rootfs)?,
         guest,
+        build_time: false,
     };
     let resources = Resources {
         cpus: 1,
@@ -369,6 +371,8 @@ impl Drop for RunDir {
 struct PreparedJob {
     guest: GuestConfig,
     root_disk: PathBuf,
+    /// Whether results carry the guest's wall time of each command (it always sends it).
+    build_time: bool,
 }
 
 pub(super) async fn execute_qemu(request: ExecRequest, cancel: CancellationToken) -> ExecOutcome {
@@ -458,6 +462,7 @@ fn prepare(
         iterations,
         allow_failure: config.allow_failure.unwrap_or(false),
         file_paths: config.file_paths.clone().unwrap_or_default(),
+        file_size: config.file_size.unwrap_or(false),
         max_output_size: limits.max_output_size,
         max_symlinks: limits.max_symlinks,
         grace_period_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
@@ -465,6 +470,7 @@ fn prepare(
     Ok(PreparedJob {
         root_disk: disk::root_disk(rootfs)?,
         guest,
+        build_time: config.build_time.unwrap_or(false),
     })
 }
 
@@ -500,7 +506,7 @@ async fn boot_outcome(
     deadline: Instant,
     cancel: &CancellationToken,
 ) -> (ExecOutcome, Option<Console>) {
-    let results = Results::new(&job.guest);
+    let results = Results::new(&job.guest, job.build_time);
     let mut results = results;
     let run = match RunDir::create(&host.cache) {
         Ok(run) => run,
@@ -710,6 +716,9 @@ struct Results {
     iterations: u32,
     allow_failure: bool,
     file_paths: Vec<String>,
+    /// Whether the guest measures `file_paths` (`FileSize`) instead of sending them.
+    file_size: bool,
+    build_time: bool,
     limit: u64,
     done: Vec<IterationResult>,
     ready: bool,
@@ -717,16 +726,19 @@ struct Results {
     stderr: Vec<u8>,
     dropped: [u64; 2],
     files: BTreeMap<String, String>,
+    sizes: BTreeMap<String, u64>,
     failure: Option<String>,
     complete: bool,
 }
 
 impl Results {
-    fn new(guest: &GuestConfig) -> Self {
+    fn new(guest: &GuestConfig, build_time: bool) -> Self {
         Self {
             iterations: guest.iterations,
             allow_failure: guest.allow_failure,
             file_paths: guest.file_paths.clone(),
+            file_size: guest.file_size,
+            build_time,
             limit: guest.max_output_size,
             done: Vec::new(),
             ready: false,
@@ -734,6 +746,7 @@ impl Results {
             stderr: Vec::new(),
             dropped: [0; 2],
             files: BTreeMap::new(),
+            sizes: BTreeMap::new(),
             failure: None,
             complete: false,
         }
@@ -785,8 +798,20 @@ impl Results {
             }
             Record::Stdout(bytes) => self.keep(0, &bytes),
             Record::Stderr(bytes) => self.keep(1, &bytes),
+            Record::FileSize { path, size } => {
+                if !self.file_size
+                    || !self.file_paths.contains(&path)
+                    || self.sizes.contains_key(&path)
+                {
+                    return self.fail(format!("the guest sent an unexpected file size `{path}`"));
+                }
+                self.sizes.insert(path, size);
+            }
             Record::File { path, contents } => {
-                if !self.file_paths.contains(&path) || self.files.contains_key(&path) {
+                if self.file_size
+                    || !self.file_paths.contains(&path)
+                    || self.files.contains_key(&path)
+                {
                     return self.fail(format!("the guest sent an unexpected file `{path}`"));
                 }
                 if contents.len() as u64 > self.limit {
@@ -860,6 +885,8 @@ impl Results {
                 self.limit,
             )),
             output: None,
+            build_time_ns: None,
+            file_sizes: None,
         }
     }
 
@@ -870,11 +897,18 @@ impl Results {
         let which = self.which();
         let mut result = self.take_result(end.exit_code, [end.stdout_dropped, end.stderr_dropped]);
         let files = std::mem::take(&mut self.files);
+        let sizes = std::mem::take(&mut self.sizes);
+        if self.build_time {
+            result.build_time_ns = Some(end.elapsed_ns);
+        }
+        if self.file_size {
+            result.file_sizes = Some(sizes);
+        }
         if let Some(error) = end.files_error {
             self.done.push(result);
             return self.fail(format!("{which}: {error}"));
         }
-        if !self.file_paths.is_empty() {
+        if !self.file_size && !self.file_paths.is_empty() {
             result.output = Some(files);
         }
         let code = result.exit_code;
