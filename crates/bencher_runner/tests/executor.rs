@@ -459,6 +459,7 @@ suite!(
     the_shared_root_filesystem_is_never_modified,
     output_files_are_collected_inside_the_root,
     output_files_are_capped_by_count_before_anything_runs,
+    build_time_and_file_sizes_are_measured_when_asked,
     output_is_truncated_with_a_marker_and_never_blocks,
     a_timeout_kills_the_whole_process_tree,
     leftovers_get_the_grace_period_then_die,
@@ -1056,6 +1057,94 @@ async fn output_files_are_collected_inside_the_root(sandbox: Sandbox) {
     assert_eq!(result.output, Some(BTreeMap::new()));
 }
 
+async fn build_time_and_file_sizes_are_measured_when_asked(sandbox: Sandbox) {
+    // A binary file, a file past the output limit, a link, a relative path (from the
+    // image's working directory, `/`), and a file that is not there.
+    let script = "sleep 0.2 && mkdir -p out && head -c 3000 /dev/zero > out/app && \
+                  printf '\\377\\376x' > /bin.dat && ln -s app out/link && \
+                  echo measured";
+    let mut config = shell(script);
+    config.iter = Some(2);
+    config.build_time = Some(true);
+    config.file_size = Some(true);
+    config.file_paths = Some(vec![
+        "out/app".into(),
+        "/bin.dat".into(),
+        "/out/link".into(),
+        "/missing".into(),
+    ]);
+    let mut asked = request(config.clone());
+    // Sizes are not contents: the output limit does not apply to them.
+    asked.limits.max_output_size = 1000;
+    let results = completed(run(sandbox, asked).await);
+    assert_eq!(results.len(), 2, "{results:#?}");
+    for result in &results {
+        assert_eq!(
+            stdout(result),
+            "measured
+"
+        );
+        // The command slept 0.2 s: its time is at least that. Only a lower bound; how
+        // much more a loaded machine takes is not this test's business.
+        let nanos = result.build_time_ns.expect("a build time");
+        assert!(nanos >= 200_000_000, "{nanos} ns");
+        assert_eq!(
+            result.file_sizes,
+            Some(BTreeMap::from([
+                ("out/app".to_owned(), 3000),
+                ("/bin.dat".to_owned(), 3),
+                ("/out/link".to_owned(), 3000),
+            ]))
+        );
+        // Measured, not read.
+        assert_eq!(result.output, None);
+    }
+
+    // A failed command that exited is measured too (kept by allow_failure).
+    let mut failed = shell("sleep 0.2 && head -c 5 /dev/zero > /f && exit 3");
+    failed.build_time = Some(true);
+    failed.file_size = Some(true);
+    failed.allow_failure = Some(true);
+    failed.file_paths = Some(vec!["/f".into()]);
+    let result = only(run(sandbox, request(failed.clone())).await);
+    assert_eq!(result.exit_code, 3);
+    assert!(result.build_time_ns.is_some_and(|n| n >= 200_000_000));
+    assert_eq!(
+        result.file_sizes,
+        Some(BTreeMap::from([("/f".to_owned(), 5)]))
+    );
+
+    // What is not a regular file fails the job.
+    failed.file_paths = Some(vec!["/etc".into()]);
+    let outcome = run(sandbox, request(failed)).await;
+    assert!(
+        matches!(&outcome, ExecOutcome::Failed { error, .. } if error.contains("`/etc` is not a regular file")),
+        "{outcome:#?}"
+    );
+
+    // Not asked: neither field, and the files are read as before.
+    let mut plain = shell("sleep 0.2 && echo x > /f");
+    plain.file_paths = Some(vec!["/f".into()]);
+    let result = only(run(sandbox, request(plain)).await);
+    assert_eq!(result.build_time_ns, None);
+    assert_eq!(result.file_sizes, None);
+    assert_eq!(
+        result.output,
+        Some(BTreeMap::from([("/f".to_owned(), "x\n".to_owned())]))
+    );
+
+    // A command killed at the timeout never exited: it has no build time.
+    let mut slow = shell("sleep 30");
+    slow.build_time = Some(true);
+    slow.timeout = 1;
+    let outcome = run(sandbox, request(slow)).await;
+    let ExecOutcome::TimedOut { results } = outcome else {
+        panic!("expected timed out: {outcome:#?}");
+    };
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].build_time_ns, None);
+}
+
 async fn output_files_are_capped_by_count_before_anything_runs(sandbox: Sandbox) {
     let mut config = shell("echo ran");
     config.file_paths = Some(vec!["/a".into(), "/b".into(), "/c".into()]);
@@ -1311,7 +1400,31 @@ async fn runner_run_executes_an_oci_layout() {
         assert_eq!(result["exit_code"], 0);
         assert_eq!(result["stdout"], "yes 1\n");
         assert_eq!(result["output"]["out.txt"], "/work\n");
+        assert!(result.get("build_time_ns").is_none(), "{result:#}");
     }
+
+    // The measures, as a job would ask for them.
+    let (code, json) = run_local(&[
+        "--image",
+        layout,
+        "--danger-allow-no-sandbox",
+        "--build-time",
+        "--file-size",
+        "--output",
+        "out.txt",
+        "--",
+        "sleep 0.2; pwd > out.txt",
+    ])
+    .await;
+    assert_eq!(code, std::process::ExitCode::SUCCESS, "{json:#}");
+    let result = &json["results"][0];
+    assert!(
+        result["build_time_ns"]
+            .as_u64()
+            .is_some_and(|n| n >= 200_000_000),
+        "{result:#}"
+    );
+    assert_eq!(result["file_sizes"]["out.txt"], 6, "{result:#}");
 
     // The image's default command; a failure is exit code 1.
     let (code, json) = run_local(&["--image", layout, "--danger-allow-no-sandbox"]).await;
