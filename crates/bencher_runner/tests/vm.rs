@@ -314,17 +314,25 @@ async fn iterations_output_identity_and_isolation_in_one_boot() {
     assert!(!setup.rootfs.join("home/bench/seen").exists());
 }
 
-/// Exit codes, signals and allow_failure.
+/// Exit codes, signals and allow_failure; build time and file sizes, measured in the
+/// guest when asked (and absent when not).
 #[tokio::test]
 async fn exit_codes_signals_and_allow_failure() {
     let _serial = SERIAL.lock().await;
     let Some(setup) = setup() else { return };
-    // A signal is 128 + N; with allow_failure every iteration runs.
+    // A signal is 128 + N; with allow_failure every iteration runs. A command that
+    // ended, even by a signal, has a wall time and its files' sizes.
     let config = job(
-        "kill -TERM $$",
-        serde_json::json!({"iter": 2, "allow_failure": true}),
+        "sleep 0.2; head -c 3000 /dev/zero > /app; kill -TERM $$",
+        serde_json::json!({
+            "iter": 2, "allow_failure": true, "build_time": true, "file_size": true,
+            "file_paths": ["/app", "missing"],
+        }),
     );
-    let outcome = run(request(setup, image(serde_json::json!({})), config)).await;
+    let mut request_measured = request(setup, image(serde_json::json!({})), config);
+    // Sizes are not contents: the output limit does not apply to them.
+    request_measured.limits.max_output_size = 1000;
+    let outcome = run(request_measured).await;
     let ExecOutcome::Completed { results } = outcome else {
         panic!("{outcome:?}");
     };
@@ -332,6 +340,17 @@ async fn exit_codes_signals_and_allow_failure() {
         results.iter().map(|r| r.exit_code).collect::<Vec<_>>(),
         [143, 143]
     );
+    for result in &results {
+        // At least the 0.2 s the command slept; the boot is not in it, but only a
+        // lower bound is asserted.
+        let nanos = result.build_time_ns.expect("a build time");
+        assert!(nanos >= 200_000_000, "{nanos} ns");
+        assert_eq!(
+            result.file_sizes,
+            Some(BTreeMap::from([("/app".to_owned(), 3000)]))
+        );
+        assert_eq!(result.output, None);
+    }
 
     // Without it, the first failure ends the job.
     let config = job("echo ran; exit 3", serde_json::json!({"iter": 3}));
@@ -342,6 +361,9 @@ async fn exit_codes_signals_and_allow_failure() {
     assert_eq!(results.len(), 1);
     assert_eq!(results[0].exit_code, 3);
     assert_eq!(stdout(&results[0]), "ran\n");
+    // Not asked for: not measured.
+    assert_eq!(results[0].build_time_ns, None);
+    assert_eq!(results[0].file_sizes, None);
     assert!(
         error.contains("iteration 1 of 3: the command exited with code 3"),
         "{error}"
