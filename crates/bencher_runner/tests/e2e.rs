@@ -8,13 +8,14 @@ mod common;
 use bencher_test_support::reqwest::Method;
 use bencher_test_support::{Backend, TestServer, backend_tests};
 use common::{
-    E2E_REPO, Runner, bmf, job, post, print_bmf, privileged, push_host_image, register_runner,
+    E2E_REPO, Runner, bmf, get, job, post, print_bmf, privileged, push_host_image, register_runner,
     run_job, submit,
 };
 use serde_json::{Value, json};
 
 backend_tests!(
     a_job_runs_end_to_end,
+    build_time_and_file_size_become_metrics,
     large_output_is_uploaded,
     specs_the_runner_cannot_serve_are_never_claimed,
     a_sandboxed_job_runs_in_a_container
@@ -77,6 +78,86 @@ async fn a_job_runs_end_to_end(backend: Backend) {
     let (code, log) = runner.stop().await;
     assert_eq!(code, Some(0), "{log}");
     assert!(!log.contains(&key), "the runner key must never be logged");
+    server.stop().await;
+}
+
+/// A job asking for `build_time` and `file_size`: the runner measures the command and
+/// the named file, and the server turns both into `build-time` and `file-size` metrics
+/// of the report, beside the adapter's.
+async fn build_time_and_file_size_become_metrics(backend: Backend) {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start(backend).await;
+    push_host_image(&server).await;
+    let key = register_runner(&server).await;
+    let runner = Runner::start(&server, &key);
+
+    let script = format!(
+        "sleep 0.2; head -c 3000 /dev/zero > /tmp/app; {}",
+        print_bmf("hello")
+    );
+    let done = run_job(
+        &server,
+        json!({
+            "image": format!("{E2E_REPO}:v1"), "spec": "host",
+            "cmd": ["/bin/sh", "-c", script], "iter": 2,
+            "build_time": true, "file_size": true, "file_paths": ["/tmp/app"],
+        }),
+        &["processed", "failed", "canceled"],
+    )
+    .await;
+    assert_eq!(done["status"], "processed", "{done}");
+    for result in done["output"].as_array().unwrap() {
+        assert!(
+            result["build_time_ns"]
+                .as_u64()
+                .is_some_and(|n| n >= 200_000_000),
+            "{result}"
+        );
+        assert_eq!(
+            result["file_sizes"],
+            json!({ "/tmp/app": 3000 }),
+            "{result}"
+        );
+    }
+
+    let report = done["report"].as_str().unwrap();
+    let report = get(
+        &server,
+        &format!("/v0/projects/{E2E_REPO}/reports/{report}"),
+    )
+    .await;
+    let iterations = report["results"].as_array().unwrap();
+    assert_eq!(iterations.len(), 2, "{report}");
+    // The build-time benchmark is the command as the job gave it.
+    let command = format!("/bin/sh -c {script}");
+    for iteration in iterations {
+        let mut metrics = std::collections::BTreeMap::new();
+        for benchmark in iteration.as_array().unwrap() {
+            for measure in benchmark["measures"].as_array().unwrap() {
+                metrics.insert(
+                    (
+                        benchmark["benchmark"]["name"].as_str().unwrap().to_owned(),
+                        measure["measure"]["slug"].as_str().unwrap().to_owned(),
+                    ),
+                    measure["metric"]["value"].as_f64().unwrap(),
+                );
+            }
+        }
+        let value = |benchmark: &str, measure: &str| {
+            metrics
+                .get(&(benchmark.to_owned(), measure.to_owned()))
+                .copied()
+                .unwrap_or_else(|| panic!("no {benchmark} {measure}: {report}"))
+        };
+        assert_eq!(metrics.len(), 3, "{report}");
+        assert_eq!(value("hello", "latency"), 1.0);
+        assert!(value(&command, "build-time") >= 0.2, "{report}");
+        assert_eq!(value("/tmp/app", "file-size"), 3000.0);
+    }
+    let (code, log) = runner.stop().await;
+    assert_eq!(code, Some(0), "{log}");
     server.stop().await;
 }
 
