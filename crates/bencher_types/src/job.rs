@@ -528,7 +528,8 @@ pub struct JsonJob {
     /// Why the job failed or was canceled by the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Per-iteration exit code, stdout, stderr and output files, once finished and stored.
+    /// Per-iteration exit code, stdout, stderr and output files (and, when the job asked,
+    /// `build_time_ns` and `file_sizes`), once finished and stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
     pub output: Option<Vec<IterationResult>>,
