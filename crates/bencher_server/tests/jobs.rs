@@ -1106,6 +1106,7 @@ fn new_run(project: ProjectUuid, spec: Option<SpecUuid>, priority: i64) -> NewRu
             iter: Some(1),
             allow_failure: None,
         },
+        thresholds: Vec::new(),
         priority,
     }
 }

@@ -4,6 +4,7 @@
 //! the caller. The writes of processing are in `store::reports`.
 
 use std::collections::HashMap;
+use std::str::FromStr as _;
 
 use bencher_types::{
     AlertQuery, AlertStatus, AlertUuid, Direction, JsonAlert, JsonAlertSummary, JsonBenchmark,
@@ -712,6 +713,122 @@ async fn insert_model(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// A threshold a run sets for its own branch and testbed (`--threshold-*`).
+#[derive(Debug, Clone)]
+pub struct RunThreshold {
+    /// Name, slug or UUID; a built-in measure or a custom slug is created when missing.
+    pub measure: String,
+    pub model: NewModel,
+}
+
+/// Sets a run's thresholds, inside the transaction that places its report: a threshold
+/// is created where the branch, testbed and measure have none, and an existing one gets
+/// the run's model as a new version when it differs (an identical model keeps its
+/// version, so a run repeated in CI does not pile up versions).
+pub(crate) async fn set_run_thresholds(
+    tx: &mut Transaction<'static, Any>,
+    project: ProjectUuid,
+    branch: &str,
+    testbed: &str,
+    thresholds: &[RunThreshold],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for wanted in thresholds {
+        let measure = match find_or_create_measure(tx, project, &wanted.measure, now).await? {
+            Some(measure) => measure.uuid.to_string(),
+            None => {
+                // A custom measure is named by its slug, as benchmark output names it.
+                let slug = bencher_types::Slug::from_str(&wanted.measure).map_err(|_| {
+                    StoreError::NotFound(format!(
+                        "measure `{}` (a new custom measure is named by its slug)",
+                        wanted.measure
+                    ))
+                })?;
+                super::reports::get_or_create_measure(
+                    tx,
+                    project,
+                    slug.as_str(),
+                    slug.as_str(),
+                    super::reports::CUSTOM_UNITS,
+                    now,
+                )
+                .await?
+            }
+        };
+        let current: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT uuid, model_uuid FROM threshold \
+             WHERE branch_uuid = $1 AND testbed_uuid = $2 AND measure_uuid = $3",
+        )
+        .bind(branch.to_owned())
+        .bind(testbed.to_owned())
+        .bind(measure.clone())
+        .fetch_optional(&mut **tx)
+        .await?;
+        let threshold = match current {
+            Some((threshold, Some(model))) => {
+                if current_model(tx, &model).await?.as_ref() == Some(&wanted.model) {
+                    continue;
+                }
+                threshold
+            }
+            Some((threshold, None)) => threshold,
+            None => {
+                let uuid = uuid::Uuid::new_v4().to_string();
+                sqlx::query(
+                    "INSERT INTO threshold (uuid, project_uuid, branch_uuid, testbed_uuid, \
+                     measure_uuid, model_uuid, created, modified) \
+                     VALUES ($1, $2, $3, $4, $5, NULL, $6, $6)",
+                )
+                .bind(uuid.clone())
+                .bind(project.to_string())
+                .bind(branch.to_owned())
+                .bind(testbed.to_owned())
+                .bind(measure)
+                .bind(to_millis(now))
+                .execute(&mut **tx)
+                .await?;
+                uuid
+            }
+        };
+        insert_model(tx, &threshold, &wanted.model, now).await?;
+    }
+    Ok(())
+}
+
+/// A stored model's parameters, to compare with a requested one.
+async fn current_model(
+    tx: &mut Transaction<'static, Any>,
+    model: &str,
+) -> Result<Option<NewModel>, StoreError> {
+    type Row = (
+        String,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<f64>,
+        Option<f64>,
+    );
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT test, min_sample_size, max_sample_size, window_seconds, lower_boundary, \
+         upper_boundary FROM model WHERE uuid = $1",
+    )
+    .bind(model.to_owned())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((test, min, max, window, lower, upper)) = row else {
+        return Ok(None);
+    };
+    let size = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+    Ok(ThresholdTest::from_str(&test).ok().map(|test| NewModel {
+        test,
+        min_sample_size: size(min),
+        max_sample_size: size(max),
+        window: size(window),
+        lower_boundary: lower,
+        upper_boundary: upper,
+    }))
 }
 
 /// The measure `id` names, creating a built-in one (by its slug or name) on first use.
