@@ -536,6 +536,11 @@ impl Detail {
 
 // ---- models and thresholds ----
 
+/// The columns of [`ModelRow`], in its order.
+const MODEL_COLUMNS: &str = "uuid, test, min_sample_size, max_sample_size, window_seconds, \
+     lower_boundary, upper_boundary, created, replaced";
+
+#[derive(sqlx::FromRow)]
 struct ModelRow {
     uuid: String,
     test: String,
@@ -802,32 +807,22 @@ async fn current_model(
     tx: &mut Transaction<'static, Any>,
     model: &str,
 ) -> Result<Option<NewModel>, StoreError> {
-    type Row = (
-        String,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<f64>,
-        Option<f64>,
-    );
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT test, min_sample_size, max_sample_size, window_seconds, lower_boundary, \
-         upper_boundary FROM model WHERE uuid = $1",
-    )
+    let row: Option<ModelRow> = sqlx::query_as(&format!(
+        "SELECT {MODEL_COLUMNS} FROM model WHERE uuid = $1"
+    ))
     .bind(model.to_owned())
     .fetch_optional(&mut **tx)
     .await?;
-    let Some((test, min, max, window, lower, upper)) = row else {
+    let Some(model) = row.map(model_json).transpose()? else {
         return Ok(None);
     };
-    let size = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
-    Ok(ThresholdTest::from_str(&test).ok().map(|test| NewModel {
-        test,
-        min_sample_size: size(min),
-        max_sample_size: size(max),
-        window: size(window),
-        lower_boundary: lower,
-        upper_boundary: upper,
+    Ok(Some(NewModel {
+        test: model.test,
+        min_sample_size: model.min_sample_size,
+        max_sample_size: model.max_sample_size,
+        window: model.window,
+        lower_boundary: model.lower_boundary,
+        upper_boundary: model.upper_boundary,
     }))
 }
 
@@ -1331,40 +1326,13 @@ impl Store {
         &self,
         threshold: ThresholdUuid,
     ) -> Result<Vec<JsonModel>, StoreError> {
-        type Row = (
-            String,
-            String,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<f64>,
-            Option<f64>,
-            i64,
-            Option<i64>,
-        );
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT uuid, test, min_sample_size, max_sample_size, window_seconds, lower_boundary, \
-             upper_boundary, created, replaced FROM model WHERE threshold_uuid = $1 \
-             ORDER BY created, uuid",
-        )
+        let rows: Vec<ModelRow> = sqlx::query_as(&format!(
+            "SELECT {MODEL_COLUMNS} FROM model WHERE threshold_uuid = $1 ORDER BY created, uuid"
+        ))
         .bind(threshold.to_string())
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                model_json(ModelRow {
-                    uuid: r.0,
-                    test: r.1,
-                    min_sample_size: r.2,
-                    max_sample_size: r.3,
-                    window_seconds: r.4,
-                    lower_boundary: r.5,
-                    upper_boundary: r.6,
-                    created: r.7,
-                    replaced: r.8,
-                })
-            })
-            .collect()
+        rows.into_iter().map(model_json).collect()
     }
 
     /// One page of a project's measures.
