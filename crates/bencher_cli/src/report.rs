@@ -163,6 +163,16 @@ pub fn number(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
+/// `+20.00%`: how far a value is from its baseline; `-` without a (non-zero) baseline.
+pub fn change(value: f64, baseline: Option<f64>) -> String {
+    match baseline {
+        Some(baseline) if baseline != 0.0 => {
+            format!("{:+.2}%", (value - baseline) / baseline.abs() * 100.0)
+        }
+        _ => "-".to_owned(),
+    }
+}
+
 /// The limits of a boundary: `baseline`, `lower`, `upper`.
 pub fn limits(boundary: Option<&JsonBoundary>) -> [String; 3] {
     match boundary {
@@ -175,7 +185,9 @@ pub fn limits(boundary: Option<&JsonBoundary>) -> [String; 3] {
     }
 }
 
-fn results(report: &JsonReport) -> String {
+/// A report's metrics, one row per iteration, benchmark and measure, with the change
+/// against the threshold's baseline, the limits and the alert.
+pub fn results(report: &JsonReport) -> String {
     let iterations = match report.results.as_deref() {
         Some(iterations) if iterations.iter().any(|i| !i.is_empty()) => iterations,
         _ => return "No results.".to_owned(),
@@ -186,6 +198,7 @@ fn results(report: &JsonReport) -> String {
         "MEASURE",
         "VALUE",
         "BASELINE",
+        "CHANGE",
         "LOWER",
         "UPPER",
         "ALERT",
@@ -200,6 +213,10 @@ fn results(report: &JsonReport) -> String {
                     measure.measure.slug.clone(),
                     measure.metric.value.to_string(),
                     baseline,
+                    change(
+                        measure.metric.value,
+                        measure.boundary.as_ref().and_then(|b| b.baseline),
+                    ),
                     lower,
                     upper,
                     measure

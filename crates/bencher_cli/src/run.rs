@@ -1,8 +1,9 @@
 //! `bencher run --image REF … -- CMD…`: submit a benchmark as a job for a runner, then
-//! follow it until it is finished and print each iteration's output; or, with
-//! `--detach`, print the job and leave. Ctrl-C while following cancels the job. The
-//! local form (no `--image`) comes with reports. IO: the API through the client,
-//! stdout/stderr, the clock, SIGINT.
+//! follow it until its report is made and print each iteration's output and the report
+//! against its thresholds; or, with `--detach`, print the job and leave. Ctrl-C while
+//! following cancels the job. Without `--image` the command runs here and its output is
+//! reported. `--err` makes an alert fail the command. IO: the API through the client,
+//! the local command, stdout/stderr, the clock, SIGINT.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,7 +14,8 @@ use anyhow::{Context as _, bail};
 use bencher_client::ClientError;
 use bencher_types::{
     Adapter, Fold, GitHash, Iterations, JobStatus, JobTimeout, JobUuid, JsonJob, JsonNewJob,
-    JsonNewResults, JsonNewRun, ResourceId, ResourceName,
+    JsonNewResults, JsonNewRun, JsonReport, JsonRunThreshold, ResourceId, ResourceName,
+    ThresholdTest,
 };
 use clap::Args;
 use clap::error::ErrorKind;
@@ -104,9 +106,103 @@ pub struct RunArgs {
     /// Report the sizes of the --file paths as a file-size metric
     #[arg(long)]
     pub file_size: bool,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+    /// Exit non-zero when the report raises an alert
+    #[arg(long)]
+    pub err: bool,
     /// Overrides the image's command: everything after `--`
     #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<String>,
+}
+
+/// `--threshold-*`: thresholds the run sets for its branch and testbed before its report
+/// is compared (created, or given a new model version when different). Repeatable: the
+/// n-th of each option belongs to the n-th `--threshold-measure`; `_` leaves one unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct ThresholdArgs {
+    /// Measure of a threshold (name, slug or UUID); repeatable
+    #[arg(long = "threshold-measure", value_name = "MEASURE")]
+    pub measure: Vec<String>,
+    /// Its test: static, percentage, z_score, t_test, log_normal, iqr or delta_iqr
+    #[arg(long = "threshold-test", value_name = "TEST")]
+    pub test: Vec<String>,
+    /// Its minimum history size, or `_`
+    #[arg(long = "threshold-min-sample-size", value_name = "N")]
+    pub min_sample_size: Vec<String>,
+    /// Its maximum history size, or `_`
+    #[arg(long = "threshold-max-sample-size", value_name = "N")]
+    pub max_sample_size: Vec<String>,
+    /// Its history window in seconds, or `_`
+    #[arg(long = "threshold-window", value_name = "SECONDS")]
+    pub window: Vec<String>,
+    /// Its lower boundary, or `_`
+    #[arg(long = "threshold-lower-boundary", value_name = "X")]
+    pub lower_boundary: Vec<String>,
+    /// Its upper boundary, or `_`
+    #[arg(long = "threshold-upper-boundary", value_name = "X")]
+    pub upper_boundary: Vec<String>,
+}
+
+impl ThresholdArgs {
+    /// The thresholds, or why the options do not line up.
+    fn to_json(&self) -> Result<Vec<JsonRunThreshold>, String> {
+        let count = self.measure.len();
+        let lined_up = |flag: &str, values: &[String], required: bool| {
+            if values.len() == count || (!required && values.is_empty()) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{flag} is given {} times for {count} --threshold-measure; give it once per measure{}",
+                    values.len(),
+                    if required {
+                        ""
+                    } else {
+                        " (`_` leaves one unset)"
+                    }
+                ))
+            }
+        };
+        lined_up("--threshold-test", &self.test, true)?;
+        lined_up("--threshold-min-sample-size", &self.min_sample_size, false)?;
+        lined_up("--threshold-max-sample-size", &self.max_sample_size, false)?;
+        lined_up("--threshold-window", &self.window, false)?;
+        lined_up("--threshold-lower-boundary", &self.lower_boundary, false)?;
+        lined_up("--threshold-upper-boundary", &self.upper_boundary, false)?;
+        (0..count)
+            .map(|i| {
+                let measure = self.measure[i]
+                    .parse::<ResourceName>()
+                    .map_err(|e| format!("--threshold-measure `{}`: {e}", self.measure[i]))?;
+                let test = self.test[i]
+                    .parse::<ThresholdTest>()
+                    .map_err(|e| format!("--threshold-test: {e}"))?;
+                Ok(JsonRunThreshold {
+                    measure,
+                    test,
+                    min_sample_size: nth("--threshold-min-sample-size", &self.min_sample_size, i)?,
+                    max_sample_size: nth("--threshold-max-sample-size", &self.max_sample_size, i)?,
+                    window: nth("--threshold-window", &self.window, i)?,
+                    lower_boundary: nth("--threshold-lower-boundary", &self.lower_boundary, i)?,
+                    upper_boundary: nth("--threshold-upper-boundary", &self.upper_boundary, i)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The `i`-th value of a repeatable `--threshold-*` option: absent or `_` is unset.
+fn nth<T: std::str::FromStr>(flag: &str, values: &[String], i: usize) -> Result<Option<T>, String>
+where
+    T::Err: fmt::Display,
+{
+    match values.get(i).map(|v| v.trim()) {
+        None | Some("_") => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("{flag} `{text}`: {e}")),
+    }
 }
 
 /// `K=V`, split at the first `=` (values may contain more).
@@ -173,10 +269,13 @@ impl RunArgs {
             allow_failure: self.allow_failure.then_some(true),
         };
         job.validate()?;
+        let thresholds = self.thresholds.to_json()?;
+        JsonRunThreshold::validate_all(&thresholds)?;
         let follow = FollowArgs {
             project: project.clone(),
             interval: self.job_poll_interval,
             detach: self.detach,
+            err: self.err,
         };
         let body = JsonNewRun {
             project,
@@ -185,6 +284,7 @@ impl RunArgs {
             adapter: self.adapter,
             hash: self.hash,
             fold: self.fold,
+            thresholds,
             job,
         };
         Ok((body, follow))
@@ -253,6 +353,10 @@ async fn run_here(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
     if results.is_empty() {
         anyhow::bail!("no iteration succeeded; nothing was reported");
     }
+    let thresholds = args
+        .thresholds
+        .to_json()
+        .unwrap_or_else(|why| usage_error(&why));
     let body = JsonNewResults {
         branch: args.branch,
         testbed: args.testbed,
@@ -260,23 +364,42 @@ async fn run_here(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
         hash: args.hash,
         adapter: args.adapter,
         fold: args.fold,
+        thresholds,
         start_time,
         end_time: chrono::Utc::now(),
         results,
     };
-    let report = ctx.client.report_results(&project, &body).await?;
+    let made = ctx.client.report_results(&project, &body).await?;
+    let report = ctx.client.get_report(&project, made.report).await?;
+    show_report(ctx, None, &report)?;
+    alerts_fail(&report, args.err)
+}
+
+/// The report a run made: its results against their baselines and the alerts; with
+/// `--format json`, the job (if any) and the report as one document.
+fn show_report(ctx: &Context, job: Option<&JsonJob>, report: &JsonReport) -> anyhow::Result<()> {
     match ctx.format {
-        Format::Json => output::emit_json(&report)?,
+        Format::Json => output::emit_json(&serde_json::json!({ "job": job, "report": report })),
         Format::Human => output::emit(&format!(
-            "report {} ({} adapter): {} metrics over {} iterations, {} alerts",
-            report.report, report.adapter, report.metrics, report.iterations, report.alerts
-        ))?,
+            "\nReport {} on branch `{}`, testbed `{}`, spec `{}`, alerts: {}\n{}",
+            report.uuid,
+            report.branch.name,
+            report.testbed.name,
+            report.spec.slug,
+            report.alerts,
+            crate::report::results(report)
+        )),
     }
-    // Like a failed job: CI fails when a benchmark regressed.
-    if report.alerts > 0 {
+}
+
+/// With `--err`, an alert fails the command (CI then fails on a regression); without,
+/// alerts are only reported.
+fn alerts_fail(report: &JsonReport, err: bool) -> anyhow::Result<()> {
+    if err && report.alerts > 0 {
         bail!(
-            "{} alert(s): a benchmark moved past its threshold",
-            report.alerts
+            "{} alert(s) in report {}: a benchmark moved past its threshold",
+            report.alerts,
+            report.uuid
         );
     }
     Ok(())
@@ -287,6 +410,8 @@ struct FollowArgs {
     project: ResourceId,
     interval: Duration,
     detach: bool,
+    /// `--err`: an alert fails the command.
+    err: bool,
 }
 
 /// The user pressed Ctrl-C while the CLI followed a job; `main` exits with 130, as a
@@ -330,7 +455,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
         Some(signal) => signal,
         None => tokio::select! {
             finished = follow_job(ctx, project, submitted, follow.interval) => {
-                return finish(ctx, finished?);
+                return finish(ctx, project, finished?, follow.err).await;
             }
             signal = &mut ctrl_c => signal,
         },
@@ -346,31 +471,47 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
     Err(interrupted.into())
 }
 
-/// Prints a finished job's output (or the job, with `--format json`); an error when it
-/// failed or was canceled.
-fn finish(ctx: &Context, finished: JsonJob) -> anyhow::Result<()> {
+/// Prints a finished job's output and its report (or, with `--format json`, the job and
+/// its report); an error when it failed or was canceled, or with `--err` raised alerts.
+async fn finish(
+    ctx: &Context,
+    project: &ResourceId,
+    finished: JsonJob,
+    err: bool,
+) -> anyhow::Result<()> {
     let uuid = finished.uuid;
-    match ctx.format {
-        Format::Json => output::emit_json(&finished)?,
-        Format::Human => output::emit(&format!("\n{}", job::iterations(&finished)))?,
+    if ctx.format == Format::Human {
+        output::emit(&format!("\n{}", job::iterations(&finished)))?;
     }
     match finished.status {
-        JobStatus::Failed => bail!(
-            "job {uuid} failed: {}",
-            finished
-                .error
-                .as_deref()
-                .unwrap_or("the runner gave no reason")
-        ),
-        JobStatus::Canceled => match &finished.error {
-            Some(why) => bail!("job {uuid} was canceled: {why}"),
-            None => bail!("job {uuid} was canceled"),
-        },
-        _ => {
-            if ctx.format == Format::Human {
-                output::emit(&format!("Job {uuid} {}.", finished.status))?;
+        JobStatus::Processed => {
+            let report = ctx.client.get_report(project, finished.report).await?;
+            show_report(ctx, Some(&finished), &report)?;
+            alerts_fail(&report, err)
+        }
+        status => {
+            if ctx.format == Format::Json {
+                output::emit_json(&finished)?;
             }
-            Ok(())
+            match status {
+                JobStatus::Failed => bail!(
+                    "job {uuid} failed: {}",
+                    finished
+                        .error
+                        .as_deref()
+                        .unwrap_or("the runner gave no reason")
+                ),
+                JobStatus::Canceled => match &finished.error {
+                    Some(why) => bail!("job {uuid} was canceled: {why}"),
+                    None => bail!("job {uuid} was canceled"),
+                },
+                _ => {
+                    if ctx.format == Format::Human {
+                        output::emit(&format!("Job {uuid} {status}."))?;
+                    }
+                    Ok(())
+                }
+            }
         }
     }
 }
@@ -432,7 +573,9 @@ async fn follow_job(
     let mut pace = Pace::new(interval);
     let mut failures = 0;
     let mut next = pace.after(job.status);
-    while !job.status.is_finished() {
+    // `completed` is followed until processed (or failed by processing): the report is
+    // made on the server right after, and is what the run is for.
+    while !job.status.is_finished() || job.status == JobStatus::Completed {
         tokio::time::sleep(next).await;
         let (answer, retry_after) = ctx.client.poll_job(project, job.uuid).await;
         // Jittered too: every client told the same `Retry-After` would come back at once.
@@ -592,6 +735,105 @@ mod tests {
 
     fn body(line: &[&str]) -> Result<JsonNewRun, String> {
         parse(line)?.into_body().map(|(body, _)| body)
+    }
+
+    #[test]
+    fn threshold_options_line_up_by_position() {
+        let base = [
+            "bencher",
+            "run",
+            "--image",
+            "p:v1",
+            "--project",
+            "p",
+            "--threshold-measure",
+            "latency",
+            "--threshold-test",
+            "t_test",
+            "--threshold-upper-boundary",
+            "0.99",
+            "--threshold-max-sample-size",
+            "64",
+            "--threshold-measure",
+            "instructions",
+            "--threshold-test",
+            "static",
+            "--threshold-upper-boundary",
+            "1000",
+            "--threshold-max-sample-size",
+            "_",
+        ];
+        let run = body(&base).unwrap();
+        assert_eq!(run.thresholds.len(), 2);
+        let (latency, custom) = (&run.thresholds[0], &run.thresholds[1]);
+        assert_eq!(latency.measure.as_str(), "latency");
+        assert_eq!(latency.test, ThresholdTest::TTest);
+        assert_eq!(latency.upper_boundary, Some(0.99));
+        assert_eq!(latency.max_sample_size, Some(64));
+        assert_eq!(latency.lower_boundary, None);
+        assert_eq!(custom.test, ThresholdTest::Static);
+        assert_eq!(custom.upper_boundary, Some(1000.0));
+        assert_eq!(custom.max_sample_size, None);
+
+        let with = |extra: &[&str]| {
+            let mut line = vec!["bencher", "run", "--image", "p:v1", "--project", "p"];
+            line.extend_from_slice(extra);
+            body(&line).map(|_| ()).unwrap_err()
+        };
+        let err = with(&["--threshold-measure", "latency"]);
+        assert!(
+            err.contains("--threshold-test is given 0 times for 1"),
+            "{err}"
+        );
+        let err = with(&[
+            "--threshold-measure",
+            "latency",
+            "--threshold-test",
+            "static",
+            "--threshold-upper-boundary",
+            "1",
+            "--threshold-upper-boundary",
+            "2",
+        ]);
+        assert!(
+            err.contains("--threshold-upper-boundary is given 2 times"),
+            "{err}"
+        );
+        let err = with(&[
+            "--threshold-measure",
+            "latency",
+            "--threshold-test",
+            "median",
+        ]);
+        assert!(err.contains("--threshold-test"), "{err}");
+        let err = with(&[
+            "--threshold-measure",
+            "latency",
+            "--threshold-test",
+            "static",
+            "--threshold-window",
+            "soon",
+        ]);
+        assert!(err.contains("--threshold-window `soon`"), "{err}");
+        let err = with(&[
+            "--threshold-measure",
+            "latency",
+            "--threshold-test",
+            "static",
+            "--threshold-measure",
+            "latency",
+            "--threshold-test",
+            "z_score",
+        ]);
+        assert!(err.contains("more than one threshold"), "{err}");
+    }
+
+    #[test]
+    fn changes_against_the_baseline() {
+        assert_eq!(crate::report::change(120.0, Some(100.0)), "+20.00%");
+        assert_eq!(crate::report::change(90.0, Some(100.0)), "-10.00%");
+        assert_eq!(crate::report::change(1.0, Some(0.0)), "-");
+        assert_eq!(crate::report::change(1.0, None), "-");
     }
 
     #[test]

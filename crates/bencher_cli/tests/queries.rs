@@ -100,6 +100,7 @@ async fn seed(
                     iter: Some(1),
                     allow_failure: None,
                 },
+                thresholds: Vec::new(),
                 priority: 0,
             },
             at(minutes),

@@ -18,7 +18,8 @@ backend_tests!(
     build_time_and_file_size_become_metrics,
     large_output_is_uploaded,
     specs_the_runner_cannot_serve_are_never_claimed,
-    a_sandboxed_job_runs_in_a_container
+    a_sandboxed_job_runs_in_a_container,
+    an_image_regression_raises_an_alert
 );
 
 async fn a_job_runs_end_to_end(backend: Backend) {
@@ -292,6 +293,138 @@ async fn a_sandboxed_job_runs_in_a_container(backend: Backend) {
     for result in done["output"].as_array().unwrap() {
         assert_eq!(result["stdout"], format!("{}\n", bmf("boxed")));
     }
+    let (code, log) = runner.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    server.stop().await;
+}
+
+/// The `bencher` CLI binary of this workspace, built (or found up to date) by cargo in
+/// the target directory of this test's own binaries: a package's tests only get its own
+/// binaries from cargo.
+fn bencher_cli() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let runner = std::path::Path::new(env!("CARGO_BIN_EXE_runner"));
+            let profile_dir = runner.parent().expect("the runner's directory");
+            let target_dir = profile_dir.parent().expect("the target directory");
+            let mut cargo = std::process::Command::new(env!("CARGO"));
+            cargo
+                .args(["build", "--quiet", "-p", "bencher_cli", "--bin", "bencher"])
+                .arg("--target-dir")
+                .arg(target_dir);
+            if profile_dir.file_name() == Some("release".as_ref()) {
+                cargo.arg("--release");
+            }
+            let status = cargo.status().expect("run cargo");
+            assert!(status.success(), "cargo build -p bencher_cli failed");
+            profile_dir.join("bencher")
+        })
+        .clone()
+}
+
+/// `bencher run --image` of a benchmark printing `fib`'s latency `value`, followed to
+/// its report, with a t-test threshold set by the run and `--err`.
+async fn bencher_run(server: &TestServer, value: &str) -> std::process::Output {
+    let env = format!("VALUE={value}");
+    tokio::process::Command::new(bencher_cli())
+        .args([
+            "run",
+            "--image",
+            &format!("{E2E_REPO}:v1"),
+            "--project",
+            E2E_REPO,
+        ])
+        .args(["--spec", "host", "--adapter", "json", "--env", &env])
+        .args([
+            "--threshold-measure",
+            "latency",
+            "--threshold-test",
+            "t_test",
+        ])
+        .args([
+            "--threshold-upper-boundary",
+            "0.99",
+            "--err",
+            "--job-poll-interval",
+            "1",
+        ])
+        .args(["--", "/bin/sh", "-c"])
+        .arg(r#"echo "{\"fib\": {\"latency\": {\"value\": $VALUE}}}""#)
+        .env_remove("BENCHER_FORMAT")
+        .env_remove("BENCHER_PROJECT")
+        .env("BENCHER_HOST", server.url.as_str())
+        .env("BENCHER_API_TOKEN", server.admin_token.expose_secret())
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .expect("run bencher")
+}
+
+/// The issue's scenario with real processes: a baseline built by running an image
+/// through a runner several times, then a 20% regression: the alert, `--err` failing
+/// the CLI, the Spec on the report, and the history before and after it.
+async fn an_image_regression_raises_an_alert(backend: Backend) {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start(backend).await;
+    push_host_image(&server).await;
+    let key = register_runner(&server).await;
+    let runner = Runner::start(&server, &key);
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+
+    for value in ["100", "101", "99", "100.5", "99.5"] {
+        let output = bencher_run(&server, value).await;
+        assert!(
+            output.status.success(),
+            "{}\n{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+    }
+    let perf = format!(
+        "/v0/projects/{E2E_REPO}/perf?branches=main&testbeds=localhost&benchmarks=fib&measures=latency"
+    );
+    let before = common::get(&server, &perf).await;
+    let points = before["results"][0]["metrics"]
+        .as_array()
+        .expect("points")
+        .clone();
+    assert_eq!(points.len(), 5, "{before}");
+    assert!(
+        points
+            .iter()
+            .all(|p| p["alert"].is_null() && p["spec"]["slug"] == "host")
+    );
+
+    let output = bencher_run(&server, "120").await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("1 alert(s)"), "{stderr}");
+    assert!(stdout.contains("spec `host`, alerts: 1"), "{stdout}");
+    assert!(stdout.contains("upper (active)"), "{stdout}");
+
+    // The history: the same five points, unchanged, then the regression with its alert.
+    let after = common::get(&server, &perf).await;
+    let series = after["results"][0]["metrics"].as_array().expect("points");
+    assert_eq!(series.len(), 6, "{after}");
+    assert_eq!(series[..5], points[..]);
+    let regression = &series[5];
+    assert_eq!(regression["metric"]["value"], 120.0);
+    assert_eq!(regression["spec"]["slug"], "host");
+    assert_eq!(regression["alert"]["side"], "upper", "{regression}");
+    let report = common::get(
+        &server,
+        &format!(
+            "/v0/projects/{E2E_REPO}/reports/{}",
+            regression["report"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(report["spec"]["slug"], "host");
+    assert!(!report["job"].is_null(), "{report}");
+
     let (code, log) = runner.stop().await;
     assert_eq!(code, Some(0), "{log}");
     server.stop().await;

@@ -273,6 +273,7 @@ backend_tests!(
     concurrent_changes_never_overwrite,
     claims_are_exactly_once,
     concurrent_runs_share_new_branches_and_testbeds,
+    reprocessing_a_completed_job_gives_the_same_report,
 );
 
 async fn submission_resolves_the_image_to_a_digest(backend: Backend) {
@@ -1106,6 +1107,7 @@ fn new_run(project: ProjectUuid, spec: Option<SpecUuid>, priority: i64) -> NewRu
             iter: Some(1),
             allow_failure: None,
         },
+        thresholds: Vec::new(),
         priority,
     }
 }
@@ -1591,5 +1593,106 @@ async fn concurrent_runs_share_new_branches_and_testbeds(backend: Backend) {
     assert_eq!(rows(&server, project).await, (1, 1, 8));
     let (total, _) = list(&server, &user, "/v0/projects/bench/jobs?status=pending").await;
     assert_eq!(total, 8);
+    server.stop().await;
+}
+
+/// A crash between storing a job's output and processing it leaves the job `completed`;
+/// processing it again (after a restart, or by two server processes at once) makes one
+/// report, the same whoever wins, and never duplicates a metric.
+async fn reprocessing_a_completed_job_gives_the_same_report(backend: Backend) {
+    use bencher_server::channel::output::{OutputDocument, store_output};
+    use bencher_server::report::{self, Processed};
+    use bencher_types::protocol::IterationResult;
+
+    let server = TestServer::start(backend).await;
+    let store = server.store().clone();
+    let (project, spec) = store_fixture(&server).await;
+    let runner = create_runner(&server, "r1").await;
+    let bmf = |value: f64| IterationResult {
+        exit_code: 0,
+        stdout: Some(format!(
+            r#"{{"fib": {{"latency": {{"value": {value}}}}}, "sort": {{"latency": {{"value": 7}}}}}}"#
+        )),
+        stderr: None,
+        output: None,
+    };
+    let output = OutputDocument {
+        results: vec![bmf(10.0), bmf(12.0)],
+        error: None,
+    };
+    let digest = store_output(server.blobs(), &output).await.unwrap();
+    let now = server.clock.now();
+    let mut run = new_run(project, Some(spec), 0);
+    run.config.iter = Some(2);
+    let job = store.create_run(&run, now).await.unwrap();
+    store
+        .claim_next(&claimant(runner), &[spec], now)
+        .await
+        .unwrap()
+        .expect("claimed");
+    let by_runner = JobChange {
+        runner: Some(runner),
+        output_digest: Some(digest),
+        ..JobChange::default()
+    };
+    for event in [JobEvent::Running, JobEvent::Completed] {
+        store
+            .transition_job(job.uuid, event, &by_runner, now)
+            .await
+            .unwrap();
+    }
+
+    // Three processors at once, then one more after they are done.
+    let limit = 16 << 20;
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let (store, blobs, clock) =
+                (store.clone(), server.blobs().clone(), server.clock.clone());
+            tokio::spawn(async move {
+                report::process_job(&store, &blobs, &clock, job.uuid, limit).await
+            })
+        })
+        .collect();
+    let mut made = 0;
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            Processed::Report { metrics, alerts } => {
+                made += 1;
+                assert_eq!((metrics, alerts), (4, 0));
+            }
+            Processed::Skipped => {}
+            Processed::Failed(why) => panic!("processing failed: {why}"),
+        }
+    }
+    // The background task may have been first; then every call here skipped.
+    assert!(made <= 1, "the report was made {made} times");
+    let path = format!("/v0/projects/{project}/reports/{}", job.report);
+    let (status, first) = get(&server, &path).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(
+        store.get_job(job.uuid).await.unwrap().status,
+        JobStatus::Processed
+    );
+    assert!(matches!(
+        report::process_job(&store, server.blobs(), &server.clock, job.uuid, limit)
+            .await
+            .unwrap(),
+        Processed::Skipped
+    ));
+    let (_, again) = get(&server, &path).await;
+    assert_eq!(first, again);
+    let results = first["results"].as_array().expect("results");
+    assert_eq!(results.len(), 2, "{first}");
+    let values: Vec<f64> = results
+        .iter()
+        .flat_map(|iteration| iteration.as_array().unwrap().iter())
+        .flat_map(|benchmark| benchmark["measures"].as_array().unwrap().iter())
+        .map(|measure| measure["metric"]["value"].as_f64().unwrap())
+        .collect();
+    let mut sorted = values.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(sorted, [7.0, 7.0, 10.0, 12.0], "{first}");
+    let (_, benchmarks) = get(&server, &format!("/v0/projects/{project}/benchmarks")).await;
+    assert_eq!(benchmarks.as_array().map(Vec::len), Some(2), "{benchmarks}");
     server.stop().await;
 }

@@ -195,6 +195,7 @@ async fn seed(fixture: &Fixture, seed: Seed<'_>) -> String {
                     iter: Some(seed.iterations),
                     allow_failure: None,
                 },
+                thresholds: Vec::new(),
                 priority: 0,
             },
             seed.at,

@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::protocol::{
     IterationResult, JobConfig, MAX_COMMAND_ITEMS, MAX_ENV_ITEMS, MAX_FILE_PATHS,
 };
-use crate::{JobUuid, JsonSpec, ProjectUuid, ReportUuid, ResourceId, ResourceName, RunnerUuid};
+use crate::{
+    JobUuid, JsonRunThreshold, JsonSpec, ProjectUuid, ReportUuid, ResourceId, ResourceName,
+    RunnerUuid,
+};
 
 /// Seconds a job may take when the submission names no timeout.
 pub const DEFAULT_JOB_TIMEOUT: u32 = 3600;
@@ -353,6 +356,9 @@ pub struct JsonNewRun {
     /// How several iterations become one result [default: every iteration is kept].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fold: Option<Fold>,
+    /// Thresholds for the branch and testbed, set before the report is compared.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thresholds: Vec<JsonRunThreshold>,
     pub job: JsonNewJob,
 }
 

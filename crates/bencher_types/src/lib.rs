@@ -40,9 +40,10 @@ pub use project::{JsonNewProject, JsonProject, ProjectQuery};
 pub use report::{
     AlertQuery, AlertSide, AlertStatus, JsonAlert, JsonAlertSummary, JsonBenchmark, JsonBoundary,
     JsonMeasure, JsonMetric, JsonModel, JsonNamed, JsonNewThreshold, JsonPerf, JsonPerfPoint,
-    JsonPerfSeries, JsonReport, JsonReportBenchmark, JsonReportMeasure, JsonThreshold,
-    JsonUpdateAlert, JsonUpdateThreshold, JsonVersion, MAX_PERF_POINTS, MAX_PERF_SERIES, PerfQuery,
-    ReportQuery, ThresholdQuery, ThresholdTest, UnknownThresholdTest,
+    JsonPerfSeries, JsonReport, JsonReportBenchmark, JsonReportMeasure, JsonRunThreshold,
+    JsonThreshold, JsonUpdateAlert, JsonUpdateThreshold, JsonVersion, MAX_PERF_POINTS,
+    MAX_PERF_SERIES, MAX_RUN_THRESHOLDS, PerfQuery, ReportQuery, ThresholdQuery, ThresholdTest,
+    UnknownThresholdTest,
 };
 pub use results::{JsonNewResults, JsonResultsReport, MAX_RESULTS};
 pub use runner::{

@@ -396,6 +396,57 @@ pub struct JsonThreshold {
     pub modified: DateTime<Utc>,
 }
 
+/// Most thresholds one run may set (`bencher run --threshold-measure …`).
+pub const MAX_RUN_THRESHOLDS: usize = 16;
+
+/// A threshold set by a run (`--threshold-*` of `bencher run`) for the run's branch and
+/// testbed, before its report is compared: created when the branch, testbed and measure
+/// have none, else given this model as a new version when it differs from the current.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct JsonRunThreshold {
+    /// Measure name, slug or UUID; a new name creates a custom measure.
+    pub measure: ResourceName,
+    pub test: ThresholdTest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_sample_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sample_size: Option<u32>,
+    /// Seconds back from the report's own time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower_boundary: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper_boundary: Option<f64>,
+}
+
+impl JsonRunThreshold {
+    /// At most [`MAX_RUN_THRESHOLDS`], one per measure. The models themselves are
+    /// checked by the server, which knows each test's rules.
+    pub fn validate_all(thresholds: &[JsonRunThreshold]) -> Result<(), String> {
+        if thresholds.len() > MAX_RUN_THRESHOLDS {
+            return Err(format!(
+                "a run sets at most {MAX_RUN_THRESHOLDS} thresholds, got {}",
+                thresholds.len()
+            ));
+        }
+        for (index, threshold) in thresholds.iter().enumerate() {
+            if thresholds[..index]
+                .iter()
+                .any(|other| other.measure.as_str() == threshold.measure.as_str())
+            {
+                return Err(format!(
+                    "measure `{}` has more than one threshold in this run",
+                    threshold.measure
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `POST /v0/projects/{project}/thresholds`. The branch and testbed must exist; a
 /// built-in measure (`latency`, `throughput`, `build-time`, `file-size`) is created on
 /// first use.

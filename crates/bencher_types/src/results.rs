@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{Adapter, Fold, GitHash, ReportUuid, ResourceId, ResourceName};
+use crate::{Adapter, Fold, GitHash, JsonRunThreshold, ReportUuid, ResourceId, ResourceName};
 
 /// Most iterations one submission may carry.
 pub const MAX_RESULTS: usize = 255;
@@ -32,6 +32,9 @@ pub struct JsonNewResults {
     pub adapter: Option<Adapter>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fold: Option<Fold>,
+    /// Thresholds for the branch and testbed, set before the report is compared.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thresholds: Vec<JsonRunThreshold>,
     pub start_time: DateTime<Utc>,
     pub end_time: DateTime<Utc>,
     /// Each iteration's output (stdout, or the file the harness wrote), 1 to 255.
@@ -49,7 +52,7 @@ impl JsonNewResults {
         if self.end_time < self.start_time {
             return Err("end_time is before start_time".to_owned());
         }
-        Ok(())
+        JsonRunThreshold::validate_all(&self.thresholds)
     }
 }
 

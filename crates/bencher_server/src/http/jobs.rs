@@ -192,6 +192,7 @@ pub async fn run(
     Json(new): Json<JsonNewRun>,
 ) -> Result<(StatusCode, axum::Json<JsonJob>), ApiError> {
     new.job.validate().map_err(ApiError::BadRequest)?;
+    let thresholds = super::thresholds::run_thresholds(&new.thresholds)?;
     let project = state.store.get_project(&new.project).await?;
     let origin = external_origin(&headers);
     let digest = resolve_image(&state.store, &project, &new.job.image, &origin).await?;
@@ -227,6 +228,7 @@ pub async fn run(
         hash: new.hash,
         fold: new.fold,
         config,
+        thresholds,
         priority: 0,
     };
     let job = state.store.create_run(&run, state.clock.now()).await?;

@@ -40,8 +40,10 @@ pub async fn create(
     Json(new): Json<JsonNewResults>,
 ) -> Result<(StatusCode, axum::Json<JsonResultsReport>), ApiError> {
     new.validate().map_err(ApiError::BadRequest)?;
+    let thresholds = super::thresholds::run_thresholds(&new.thresholds)?;
     let project = state.store.get_project(&project).await?;
-    let report = report::report_results(&state.store, &state.clock, project.uuid, &new).await?;
+    let report =
+        report::report_results(&state.store, &state.clock, project.uuid, &new, &thresholds).await?;
     tracing::info!(
         report = %report.report, project = %project.slug, metrics = report.metrics,
         alerts = report.alerts, by = %user.uuid, "results reported"

@@ -6,15 +6,17 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use bencher_types::{
-    JsonError, JsonNewThreshold, JsonThreshold, JsonUpdateThreshold, Pagination, ResourceId,
-    ThresholdQuery, ThresholdTest, ThresholdUuid,
+    JsonError, JsonNewThreshold, JsonRunThreshold, JsonThreshold, JsonUpdateThreshold, Pagination,
+    ResourceId, ThresholdQuery, ThresholdTest, ThresholdUuid,
 };
 
 use super::error::ApiError;
 use super::extract::{Json, Path, Query, User};
 use super::reports::resolve_filter;
 use super::{AppState, paginated};
-use crate::store::report_queries::{Named, NewModel, NewThreshold, ThresholdFilter, created_only};
+use crate::store::report_queries::{
+    Named, NewModel, NewThreshold, RunThreshold, ThresholdFilter, created_only,
+};
 use crate::threshold::{Model, ModelParameters, Test};
 
 fn test_of(test: ThresholdTest) -> Test {
@@ -41,6 +43,37 @@ fn validated(model: NewModel) -> Result<NewModel, ApiError> {
     })
     .map_err(|e| ApiError::BadRequest(format!("invalid threshold model: {e}")))?;
     Ok(model)
+}
+
+/// A run's `thresholds`, each model validated; a 400 names the measure of an impossible
+/// one. Nothing is written before all are valid.
+pub(super) fn run_thresholds(
+    thresholds: &[JsonRunThreshold],
+) -> Result<Vec<RunThreshold>, ApiError> {
+    JsonRunThreshold::validate_all(thresholds).map_err(ApiError::BadRequest)?;
+    thresholds
+        .iter()
+        .map(|t| {
+            let model = validated(NewModel {
+                test: t.test,
+                min_sample_size: t.min_sample_size,
+                max_sample_size: t.max_sample_size,
+                window: t.window,
+                lower_boundary: t.lower_boundary,
+                upper_boundary: t.upper_boundary,
+            })
+            .map_err(|e| match e {
+                ApiError::BadRequest(why) => {
+                    ApiError::BadRequest(format!("threshold for measure `{}`: {why}", t.measure))
+                }
+                other => other,
+            })?;
+            Ok(RunThreshold {
+                measure: t.measure.as_str().to_owned(),
+                model,
+            })
+        })
+        .collect()
 }
 
 /// List a project's thresholds, oldest first unless `direction=desc`.

@@ -30,8 +30,9 @@ use crate::clock::Clock;
 use crate::http::error::error_chain;
 use crate::queue::JobEvent;
 use crate::store::jobs::{CreateRunError, JobChange, ReportShell, TransitionError};
+use crate::store::report_queries::RunThreshold;
 use crate::store::reports::{
-    HistoryQuery, JobReport, NewBoundary, NewMetric, ReportWrite, ThresholdModel,
+    self, HistoryQuery, JobReport, NewBoundary, NewMetric, ReportWrite, ThresholdModel,
 };
 use crate::store::{Store, StoreError};
 use crate::threshold::{self, Model, ModelParameters, Outcome, Side};
@@ -142,7 +143,10 @@ pub async fn process_job(
         spec: &report.spec,
         head: report.head.as_deref(),
     };
-    let boundaries = boundaries(store, &place, report_time, &metrics.metrics).await?;
+    let boundaries = {
+        let mut conn = store.connection().await?;
+        boundaries(&mut conn, &place, report_time, &metrics.metrics).await?
+    };
     let alerts = boundaries.iter().filter(|b| b.alert.is_some()).count();
     let written = store
         .write_report(
@@ -191,6 +195,7 @@ pub async fn report_results(
     clock: &Clock,
     project: ProjectUuid,
     new: &JsonNewResults,
+    thresholds: &[RunThreshold],
 ) -> Result<JsonResultsReport, ResultsError> {
     let settings = Settings {
         adapter: new.adapter,
@@ -229,17 +234,19 @@ pub async fn report_results(
         hash: new.hash.as_ref(),
         fold: new.fold,
         job: None,
+        thresholds,
     };
-    let local = store.begin_local_report(&shell, now).await?;
-    let spec = local.placed.spec.uuid.to_string();
+    let mut local = store.begin_local_report(&shell, now).await?;
+    let placed = local.placed.clone();
+    let spec = placed.spec.uuid.to_string();
     let place = Place {
-        report: &local.placed.report,
-        branch: &local.placed.branch,
-        testbed: &local.placed.testbed,
+        report: &placed.report,
+        branch: &placed.branch,
+        testbed: &placed.testbed,
         spec: &spec,
-        head: Some(&local.placed.head),
+        head: Some(&placed.head),
     };
-    let boundaries = boundaries(store, &place, new.end_time, &metrics.metrics).await?;
+    let boundaries = boundaries(local.connection(), &place, new.end_time, &metrics.metrics).await?;
     let report = local.placed.report.clone();
     let alerts = boundaries.iter().filter(|b| b.alert.is_some()).count();
     local
@@ -595,7 +602,7 @@ struct Place<'a> {
 /// Checks every metric against the thresholds of its measure on the report's branch and
 /// testbed.
 async fn boundaries(
-    store: &Store,
+    conn: &mut sqlx::AnyConnection,
     report: &Place<'_>,
     report_time: DateTime<Utc>,
     metrics: &[NewMetric],
@@ -603,7 +610,7 @@ async fn boundaries(
     let Some(head) = report.head else {
         return Ok(Vec::new());
     };
-    let thresholds = store.thresholds_for(report.branch, report.testbed).await?;
+    let thresholds = reports::thresholds_for(conn, report.branch, report.testbed).await?;
     let mut boundaries = Vec::new();
     for (index, metric) in metrics.iter().enumerate() {
         for threshold in thresholds
@@ -616,8 +623,9 @@ async fn boundaries(
             let since = model
                 .window()
                 .map(|seconds| report_time - TimeDelta::seconds(seconds.into()));
-            let mut history: Vec<f64> = store
-                .history(&HistoryQuery {
+            let mut history: Vec<f64> = reports::history(
+                conn,
+                &HistoryQuery {
                     head,
                     testbed: report.testbed,
                     spec: report.spec,
@@ -627,11 +635,12 @@ async fn boundaries(
                     since,
                     limit: model.max_sample_size(),
                     exclude_report: report.report,
-                })
-                .await?
-                .into_iter()
-                .map(|(_, value)| value)
-                .collect();
+                },
+            )
+            .await?
+            .into_iter()
+            .map(|(_, value)| value)
+            .collect();
             history.reverse();
             let boundary = match threshold::boundary(&model, &history, metric.value) {
                 Ok(boundary) => boundary,

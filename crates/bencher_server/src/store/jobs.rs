@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Any, Transaction};
 use uuid::Uuid;
 
+use super::report_queries::{RunThreshold, set_run_thresholds};
 use super::specs::{SPEC_COLUMNS, SpecRow, fetch_spec};
 use super::{ListQuery, Store, StoreError, from_millis, from_millis_opt, parse_column, to_millis};
 use crate::queue::{self, InvalidTransition, JobClock, JobEvent};
@@ -170,6 +171,7 @@ pub struct NewRun {
     pub hash: Option<GitHash>,
     pub fold: Option<Fold>,
     pub config: JobConfig,
+    pub thresholds: Vec<RunThreshold>,
     /// Higher is claimed first; the REST API submits 0.
     pub priority: i64,
 }
@@ -535,6 +537,8 @@ pub struct ReportShell<'a> {
     pub fold: Option<Fold>,
     /// The job producing it, if any.
     pub job: Option<&'a str>,
+    /// Thresholds the run sets for its branch and testbed (see `set_run_thresholds`).
+    pub thresholds: &'a [RunThreshold],
 }
 
 /// Where a new report went.
@@ -558,6 +562,7 @@ pub(crate) async fn insert_report_shell(
 ) -> Result<PlacedReport, CreateRunError> {
     let branch = find_or_create(tx, Named::Branch, shell.project, shell.branch, now).await?;
     let testbed = find_or_create(tx, Named::Testbed, shell.project, shell.testbed, now).await?;
+    set_run_thresholds(tx, shell.project, &branch, &testbed, shell.thresholds, now).await?;
     let testbed_spec: Option<String> =
         sqlx::query_scalar("SELECT spec_uuid FROM testbed WHERE uuid = $1")
             .bind(testbed.clone())
@@ -663,6 +668,7 @@ impl Store {
             hash: new.hash.as_ref(),
             fold: new.fold,
             job: Some(&job),
+            thresholds: &new.thresholds,
         };
         let placed = insert_report_shell(&mut tx, &shell, now).await?;
         let (report, spec_uuid) = (placed.report.clone(), placed.spec.uuid.to_string());

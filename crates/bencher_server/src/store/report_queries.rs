@@ -4,6 +4,7 @@
 //! the caller. The writes of processing are in `store::reports`.
 
 use std::collections::HashMap;
+use std::str::FromStr as _;
 
 use bencher_types::{
     AlertQuery, AlertStatus, AlertUuid, Direction, JsonAlert, JsonAlertSummary, JsonBenchmark,
@@ -535,6 +536,11 @@ impl Detail {
 
 // ---- models and thresholds ----
 
+/// The columns of [`ModelRow`], in its order.
+const MODEL_COLUMNS: &str = "uuid, test, min_sample_size, max_sample_size, window_seconds, \
+     lower_boundary, upper_boundary, created, replaced";
+
+#[derive(sqlx::FromRow)]
 struct ModelRow {
     uuid: String,
     test: String,
@@ -712,6 +718,112 @@ async fn insert_model(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// A threshold a run sets for its own branch and testbed (`--threshold-*`).
+#[derive(Debug, Clone)]
+pub struct RunThreshold {
+    /// Name, slug or UUID; a built-in measure or a custom slug is created when missing.
+    pub measure: String,
+    pub model: NewModel,
+}
+
+/// Sets a run's thresholds, inside the transaction that places its report: a threshold
+/// is created where the branch, testbed and measure have none, and an existing one gets
+/// the run's model as a new version when it differs (an identical model keeps its
+/// version, so a run repeated in CI does not pile up versions).
+pub(crate) async fn set_run_thresholds(
+    tx: &mut Transaction<'static, Any>,
+    project: ProjectUuid,
+    branch: &str,
+    testbed: &str,
+    thresholds: &[RunThreshold],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for wanted in thresholds {
+        let measure = match find_or_create_measure(tx, project, &wanted.measure, now).await? {
+            Some(measure) => measure.uuid.to_string(),
+            None => {
+                // A custom measure is named by its slug, as benchmark output names it.
+                let slug = bencher_types::Slug::from_str(&wanted.measure).map_err(|_| {
+                    StoreError::NotFound(format!(
+                        "measure `{}` (a new custom measure is named by its slug)",
+                        wanted.measure
+                    ))
+                })?;
+                super::reports::get_or_create_measure(
+                    tx,
+                    project,
+                    slug.as_str(),
+                    slug.as_str(),
+                    super::reports::CUSTOM_UNITS,
+                    now,
+                )
+                .await?
+            }
+        };
+        let current: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT uuid, model_uuid FROM threshold \
+             WHERE branch_uuid = $1 AND testbed_uuid = $2 AND measure_uuid = $3",
+        )
+        .bind(branch.to_owned())
+        .bind(testbed.to_owned())
+        .bind(measure.clone())
+        .fetch_optional(&mut **tx)
+        .await?;
+        let threshold = match current {
+            Some((threshold, Some(model))) => {
+                if current_model(tx, &model).await?.as_ref() == Some(&wanted.model) {
+                    continue;
+                }
+                threshold
+            }
+            Some((threshold, None)) => threshold,
+            None => {
+                let uuid = uuid::Uuid::new_v4().to_string();
+                sqlx::query(
+                    "INSERT INTO threshold (uuid, project_uuid, branch_uuid, testbed_uuid, \
+                     measure_uuid, model_uuid, created, modified) \
+                     VALUES ($1, $2, $3, $4, $5, NULL, $6, $6)",
+                )
+                .bind(uuid.clone())
+                .bind(project.to_string())
+                .bind(branch.to_owned())
+                .bind(testbed.to_owned())
+                .bind(measure)
+                .bind(to_millis(now))
+                .execute(&mut **tx)
+                .await?;
+                uuid
+            }
+        };
+        insert_model(tx, &threshold, &wanted.model, now).await?;
+    }
+    Ok(())
+}
+
+/// A stored model's parameters, to compare with a requested one.
+async fn current_model(
+    tx: &mut Transaction<'static, Any>,
+    model: &str,
+) -> Result<Option<NewModel>, StoreError> {
+    let row: Option<ModelRow> = sqlx::query_as(&format!(
+        "SELECT {MODEL_COLUMNS} FROM model WHERE uuid = $1"
+    ))
+    .bind(model.to_owned())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(model) = row.map(model_json).transpose()? else {
+        return Ok(None);
+    };
+    Ok(Some(NewModel {
+        test: model.test,
+        min_sample_size: model.min_sample_size,
+        max_sample_size: model.max_sample_size,
+        window: model.window,
+        lower_boundary: model.lower_boundary,
+        upper_boundary: model.upper_boundary,
+    }))
 }
 
 /// The measure `id` names, creating a built-in one (by its slug or name) on first use.
@@ -1214,40 +1326,13 @@ impl Store {
         &self,
         threshold: ThresholdUuid,
     ) -> Result<Vec<JsonModel>, StoreError> {
-        type Row = (
-            String,
-            String,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<f64>,
-            Option<f64>,
-            i64,
-            Option<i64>,
-        );
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT uuid, test, min_sample_size, max_sample_size, window_seconds, lower_boundary, \
-             upper_boundary, created, replaced FROM model WHERE threshold_uuid = $1 \
-             ORDER BY created, uuid",
-        )
+        let rows: Vec<ModelRow> = sqlx::query_as(&format!(
+            "SELECT {MODEL_COLUMNS} FROM model WHERE threshold_uuid = $1 ORDER BY created, uuid"
+        ))
         .bind(threshold.to_string())
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                model_json(ModelRow {
-                    uuid: r.0,
-                    test: r.1,
-                    min_sample_size: r.2,
-                    max_sample_size: r.3,
-                    window_seconds: r.4,
-                    lower_boundary: r.5,
-                    upper_boundary: r.6,
-                    created: r.7,
-                    replaced: r.8,
-                })
-            })
-            .collect()
+        rows.into_iter().map(model_json).collect()
     }
 
     /// One page of a project's measures.

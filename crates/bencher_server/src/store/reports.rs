@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use bencher_types::{JobUuid, ProjectUuid, Slug};
 use chrono::{DateTime, Utc};
-use sqlx::{Any, Transaction};
+use sqlx::{Any, AnyConnection, Transaction};
 
 use super::float::NullableF64;
 use super::jobs::{CreateRunError, PlacedReport, ReportShell, insert_report_shell};
@@ -47,7 +47,7 @@ pub const BUILT_IN_MEASURES: &[BuiltInMeasure] = &[
 ];
 
 /// Units of a measure first named by results, when it is not built in.
-const CUSTOM_UNITS: &str = "units";
+pub(super) const CUSTOM_UNITS: &str = "units";
 
 /// Places a new report in its branch's history: the branch's head (created with the
 /// branch's first report) and a version on it. A git `hash` already on the head reuses
@@ -290,38 +290,38 @@ pub struct HistoryQuery<'a> {
     pub exclude_report: &'a str,
 }
 
-impl Store {
-    /// The thresholds of a branch and testbed with their current models.
-    pub async fn thresholds_for(
-        &self,
-        branch: &str,
-        testbed: &str,
-    ) -> Result<Vec<ThresholdModel>, StoreError> {
-        let rows: Vec<ThresholdRow> = sqlx::query_as(
-            "SELECT t.uuid, m.uuid, ms.slug, m.test, m.min_sample_size, m.max_sample_size, \
+/// The thresholds of a branch and testbed with their current models. On a connection,
+/// not the pool: a local report reads them inside the transaction that set them.
+pub async fn thresholds_for(
+    conn: &mut AnyConnection,
+    branch: &str,
+    testbed: &str,
+) -> Result<Vec<ThresholdModel>, StoreError> {
+    let rows: Vec<ThresholdRow> = sqlx::query_as(
+        "SELECT t.uuid, m.uuid, ms.slug, m.test, m.min_sample_size, m.max_sample_size, \
              m.window_seconds, m.lower_boundary, m.upper_boundary \
              FROM threshold t JOIN model m ON m.uuid = t.model_uuid \
              JOIN measure ms ON ms.uuid = t.measure_uuid \
              WHERE t.branch_uuid = $1 AND t.testbed_uuid = $2 ORDER BY ms.slug",
-        )
-        .bind(branch.to_owned())
-        .bind(testbed.to_owned())
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(ThresholdRow::into_model).collect())
-    }
+    )
+    .bind(branch.to_owned())
+    .bind(testbed.to_owned())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(ThresholdRow::into_model).collect())
+}
 
-    /// The history of one benchmark and measure (see [`HistoryQuery`]): values with
-    /// their report times, newest first. A report's time is its benchmark's end time,
-    /// else its creation.
-    pub async fn history(
-        &self,
-        query: &HistoryQuery<'_>,
-    ) -> Result<Vec<(DateTime<Utc>, f64)>, StoreError> {
-        let limit = query.limit.map_or(i64::MAX, i64::from);
-        let since = query.since.map_or(i64::MIN, to_millis);
-        let rows: Vec<(i64, f64)> = sqlx::query_as(
-            "SELECT COALESCE(r.end_time, r.created) AS t, mt.value FROM metric mt \
+/// The history of one benchmark and measure (see [`HistoryQuery`]): values with
+/// their report times, newest first. A report's time is its benchmark's end time,
+/// else its creation.
+pub async fn history(
+    conn: &mut AnyConnection,
+    query: &HistoryQuery<'_>,
+) -> Result<Vec<(DateTime<Utc>, f64)>, StoreError> {
+    let limit = query.limit.map_or(i64::MAX, i64::from);
+    let since = query.since.map_or(i64::MIN, to_millis);
+    let rows: Vec<(i64, f64)> = sqlx::query_as(
+        "SELECT COALESCE(r.end_time, r.created) AS t, mt.value FROM metric mt \
              JOIN report_benchmark rb ON rb.uuid = mt.report_benchmark_uuid \
              JOIN report r ON r.uuid = rb.report_uuid \
              JOIN benchmark b ON b.uuid = rb.benchmark_uuid \
@@ -330,21 +330,28 @@ impl Store {
              AND b.name = $4 AND ms.slug = $5 AND r.uuid <> $6 AND r.processed IS NOT NULL \
              AND COALESCE(r.end_time, r.created) <= $7 AND COALESCE(r.end_time, r.created) >= $8 \
              ORDER BY t DESC, r.uuid DESC LIMIT $9",
-        )
-        .bind(query.head.to_owned())
-        .bind(query.testbed.to_owned())
-        .bind(query.spec.to_owned())
-        .bind(query.benchmark.to_owned())
-        .bind(query.measure.to_owned())
-        .bind(query.exclude_report.to_owned())
-        .bind(to_millis(query.before))
-        .bind(since)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(t, v)| Ok((from_millis(TABLE, t)?, v)))
-            .collect()
+    )
+    .bind(query.head.to_owned())
+    .bind(query.testbed.to_owned())
+    .bind(query.spec.to_owned())
+    .bind(query.benchmark.to_owned())
+    .bind(query.measure.to_owned())
+    .bind(query.exclude_report.to_owned())
+    .bind(to_millis(query.before))
+    .bind(since)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|(t, v)| Ok((from_millis(TABLE, t)?, v)))
+        .collect()
+}
+
+impl Store {
+    /// A connection from the pool, for reads that also run inside a transaction
+    /// ([`thresholds_for`], [`history`]).
+    pub async fn connection(&self) -> Result<sqlx::pool::PoolConnection<Any>, StoreError> {
+        Ok(self.pool.acquire().await?)
     }
 
     /// Writes a report's metrics, boundaries and alerts, and marks it processed, in one
@@ -386,6 +393,11 @@ pub struct LocalReport {
 }
 
 impl LocalReport {
+    /// The report's own transaction, to read what it has set (its thresholds).
+    pub fn connection(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
     /// Writes the metrics, boundaries and alerts and commits the whole report.
     pub async fn finish(
         mut self,
@@ -540,7 +552,7 @@ async fn write_in(
 }
 
 /// A measure by slug, created with its built-in name and units when missing.
-async fn get_or_create_measure(
+pub(super) async fn get_or_create_measure(
     tx: &mut Transaction<'static, Any>,
     project: ProjectUuid,
     slug: &str,
