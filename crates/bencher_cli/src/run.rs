@@ -13,9 +13,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use bencher_client::ClientError;
 use bencher_types::{
-    Adapter, Fold, GitHash, Iterations, JobStatus, JobTimeout, JobUuid, JsonJob, JsonNewJob,
-    JsonNewResults, JsonNewRun, JsonReport, JsonRunThreshold, ResourceId, ResourceName,
-    ThresholdTest,
+    Adapter, Fold, GitHash, Iterations, JobStatus, JobTimeout, JobUuid, JsonJob,
+    JsonLocalBuildTime, JsonLocalFileSize, JsonNewJob, JsonNewResults, JsonNewRun, JsonReport,
+    JsonRunThreshold, ResourceId, ResourceName, ThresholdTest,
 };
 use clap::Args;
 use clap::error::ErrorKind;
@@ -306,19 +306,29 @@ async fn run_here(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
         ("--entrypoint", !args.entrypoint.is_empty()),
         ("--job-timeout", args.job_timeout.is_some()),
         ("--detach", args.detach),
-        ("--build-time", args.build_time),
-        ("--file-size", args.file_size),
     ];
     if let Some((flag, _)) = only_for_images.iter().find(|(_, given)| *given) {
         usage_error(&format!("{flag} applies to jobs on a runner: pass --image"));
     }
-    if args.file.len() > 1 {
-        usage_error("a local run reports one --file per iteration");
+    // As for a job: with --file-size the files are measured and results come from
+    // stdout; without, the one --file holds each iteration's results.
+    if args.file_size && args.file.is_empty() {
+        usage_error("--file-size measures the --file paths: give at least one");
     }
+    if !args.file_size && args.file.len() > 1 {
+        usage_error("a local run reads its results from one --file per iteration");
+    }
+    let thresholds = args
+        .thresholds
+        .to_json()
+        .unwrap_or_else(|why| usage_error(&why));
     let iterations = args.iter.unwrap_or_default().get();
     let start_time = chrono::Utc::now();
     let mut results = Vec::new();
+    let mut build_times = Vec::new();
+    let mut file_sizes = Vec::new();
     for iteration in 1..=iterations {
+        let started = std::time::Instant::now();
         let output = tokio::process::Command::new(program)
             .args(arguments)
             .envs(args.env.iter().map(|(k, v)| (k, v)))
@@ -327,6 +337,7 @@ async fn run_here(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
             .output()
             .await
             .with_context(|| format!("cannot run `{program}`"))?;
+        let elapsed = started.elapsed();
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         // The benchmark's own output, as it would print it (stderr under --format json).
         note(ctx, stdout.trim_end())?;
@@ -344,19 +355,19 @@ async fn run_here(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
             );
         }
         let text = match args.file.first() {
-            Some(path) => std::fs::read_to_string(path)
+            Some(path) if !args.file_size => std::fs::read_to_string(path)
                 .with_context(|| format!("iteration {iteration}: cannot read --file {path}"))?,
-            None => stdout,
+            _ => stdout,
         };
         results.push(text);
+        build_times.push(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
+        if args.file_size {
+            file_sizes.push(measure_files(&args.file)?);
+        }
     }
     if results.is_empty() {
         anyhow::bail!("no iteration succeeded; nothing was reported");
     }
-    let thresholds = args
-        .thresholds
-        .to_json()
-        .unwrap_or_else(|why| usage_error(&why));
     let body = JsonNewResults {
         branch: args.branch,
         testbed: args.testbed,
@@ -368,11 +379,36 @@ async fn run_here(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
         start_time,
         end_time: chrono::Utc::now(),
         results,
+        build_time: args.build_time.then(|| JsonLocalBuildTime {
+            command: args.cmd.clone(),
+            iterations_ns: build_times,
+        }),
+        file_size: args.file_size.then(|| JsonLocalFileSize {
+            paths: args.file.clone(),
+            iterations: file_sizes,
+        }),
     };
     let made = ctx.client.report_results(&project, &body).await?;
     let report = ctx.client.get_report(&project, made.report).await?;
     show_report(ctx, None, &report)?;
     alerts_fail(&report, args.err)
+}
+
+/// `--file-size`: the size of each path that is a regular file; a missing one is left
+/// out (the server then says which), anything else at the path is an error.
+fn measure_files(paths: &[String]) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut sizes = BTreeMap::new();
+    for path in paths {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => {
+                sizes.insert(path.clone(), meta.len());
+            }
+            Ok(_) => bail!("--file-size {path}: not a regular file"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("--file-size {path}"))),
+        }
+    }
+    Ok(sizes)
 }
 
 /// The report a run made: its results against their baselines and the alerts; with

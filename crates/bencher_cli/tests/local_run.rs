@@ -112,6 +112,7 @@ backend_tests!(
     static_thresholds_alert_and_err_fails,
     a_regression_against_a_t_test_history,
     bad_results_and_thresholds_write_nothing,
+    build_time_and_file_size_of_a_local_run,
 );
 
 const STATIC_150: &[&str] = &[
@@ -307,5 +308,97 @@ async fn bad_results_and_thresholds_write_nothing(backend: Backend) {
         StatusCode::NOT_FOUND,
         "branch `feature` exists"
     );
+    server.stop().await;
+}
+
+/// `--build-time` times the command itself and `--file-size` measures the `--file`s it
+/// wrote: metrics of their own beside the adapter's, here with no adapter output at all.
+async fn build_time_and_file_size_of_a_local_run(backend: Backend) {
+    let server = setup(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    let app = app.to_str().unwrap();
+    let build = format!("sleep 0.2; head -c 3000 /dev/zero > {app}");
+    let output = bencher(
+        &server,
+        &[
+            "--format",
+            "json",
+            "run",
+            "--project",
+            "bench",
+            "--iter",
+            "2",
+            "--build-time",
+            "--file-size",
+            "--file",
+            app,
+            "--",
+            "sh",
+            "-c",
+            &build,
+        ],
+    )
+    .await;
+    let (stdout, _) = exits(&output, 0);
+    let printed: Value = serde_json::from_str(&stdout).expect("--format json is JSON");
+    let iterations = printed["report"]["results"].as_array().expect("results");
+    assert_eq!(iterations.len(), 2, "{printed}");
+    for iteration in iterations {
+        let mut seen = Vec::new();
+        for benchmark in iteration.as_array().unwrap() {
+            for measure in benchmark["measures"].as_array().unwrap() {
+                let (name, slug) = (
+                    benchmark["benchmark"]["name"].as_str().unwrap(),
+                    measure["measure"]["slug"].as_str().unwrap(),
+                );
+                let value = measure["metric"]["value"].as_f64().unwrap();
+                match slug {
+                    // A lower bound only: the command sleeps 0.2 s.
+                    "build-time" => assert!(value >= 0.2 && name == format!("sh -c {build}")),
+                    "file-size" => assert!(value == 3000.0 && name == app),
+                    other => panic!("unexpected measure {other}"),
+                }
+                seen.push(slug.to_owned());
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, ["build-time", "file-size"], "{printed}");
+    }
+
+    // --file-size needs files to measure; a file the command never wrote is named.
+    let (_, stderr) = exits(
+        &bencher(
+            &server,
+            &["run", "--project", "bench", "--file-size", "--", "true"],
+        )
+        .await,
+        2,
+    );
+    assert!(
+        stderr.contains("--file-size measures the --file paths"),
+        "{stderr}"
+    );
+    let missing = dir.path().join("missing");
+    let (_, stderr) = exits(
+        &bencher(
+            &server,
+            &[
+                "run",
+                "--project",
+                "bench",
+                "--file-size",
+                "--file",
+                missing.to_str().unwrap(),
+                "--",
+                "true",
+            ],
+        )
+        .await,
+        1,
+    );
+    assert!(stderr.contains("missing"), "{stderr}");
+    let (_, reports) = get(&server, "/v0/projects/bench/reports").await;
+    assert_eq!(reports, 1);
     server.stop().await;
 }

@@ -1613,8 +1613,7 @@ async fn reprocessing_a_completed_job_gives_the_same_report(backend: Backend) {
         stdout: Some(format!(
             r#"{{"fib": {{"latency": {{"value": {value}}}}}, "sort": {{"latency": {{"value": 7}}}}}}"#
         )),
-        stderr: None,
-        output: None,
+        ..IterationResult::default()
     };
     let output = OutputDocument {
         results: vec![bmf(10.0), bmf(12.0)],

@@ -45,7 +45,9 @@ pub use report::{
     MAX_PERF_SERIES, MAX_RUN_THRESHOLDS, PerfQuery, ReportQuery, ThresholdQuery, ThresholdTest,
     UnknownThresholdTest,
 };
-pub use results::{JsonNewResults, JsonResultsReport, MAX_RESULTS};
+pub use results::{
+    JsonLocalBuildTime, JsonLocalFileSize, JsonNewResults, JsonResultsReport, MAX_RESULTS,
+};
 pub use runner::{
     JsonNewRunner, JsonNewRunnerSpec, JsonRunner, JsonRunnerKey, JsonUpdateRunner, RunnerQuery,
     RunnerState,

@@ -201,21 +201,43 @@ pub async fn report_results(
         adapter: new.adapter,
         fold: new.fold,
     };
+    // The same shape as a job's output, so the same code reads both (lengths were
+    // checked by `JsonNewResults::validate`).
     let output = OutputDocument {
         results: new
             .results
             .iter()
-            .map(|text| IterationResult {
+            .enumerate()
+            .map(|(i, text)| IterationResult {
                 exit_code: 0,
                 stdout: Some(text.clone()),
+                build_time_ns: new
+                    .build_time
+                    .as_ref()
+                    .and_then(|b| b.iterations_ns.get(i).copied()),
+                file_sizes: new
+                    .file_size
+                    .as_ref()
+                    .and_then(|f| f.iterations.get(i).cloned()),
                 ..IterationResult::default()
             })
             .collect(),
         error: None,
     };
+    let measures = Measures {
+        build_time: new
+            .build_time
+            .as_ref()
+            .map(|b| Measures::command_name(&b.command).unwrap_or_else(|| "command".to_owned())),
+        file_size: new.file_size.is_some(),
+    };
+    let files = new
+        .file_size
+        .as_ref()
+        .map_or(&[][..], |f| f.paths.as_slice());
     // Parsed before anything is written: unreadable results write nothing.
-    let metrics = metrics_of(&settings, &[], &Measures::default(), &output)
-        .map_err(ResultsError::Unreadable)?;
+    let metrics =
+        metrics_of(&settings, files, &measures, &output).map_err(ResultsError::Unreadable)?;
     let (branch, testbed) = (
         new.branch
             .clone()
@@ -369,15 +391,9 @@ impl Measures {
     /// digest. Control characters become spaces and the name is cut to the benchmark
     /// name limit, so every job gets a valid, stable name.
     pub fn command_benchmark(config: &JobConfig) -> String {
-        let command: Vec<&str> = config
-            .entrypoint
-            .iter()
-            .chain(config.cmd.iter())
-            .flatten()
-            .map(String::as_str)
-            .collect();
-        let command = benchmark_name_of(&command.join(" "));
-        if !command.trim().is_empty() {
+        if let Some(command) =
+            Self::command_name(config.entrypoint.iter().chain(config.cmd.iter()).flatten())
+        {
             return command;
         }
         let repository = config.image.as_deref().map(|image| {
@@ -392,6 +408,13 @@ impl Measures {
             Some(name) if !name.trim().is_empty() => name,
             _ => benchmark_name_of(&config.digest),
         }
+    }
+
+    /// A command's words joined by spaces as a benchmark name; `None` when blank.
+    pub fn command_name<'a>(command: impl IntoIterator<Item = &'a String>) -> Option<String> {
+        let words: Vec<&str> = command.into_iter().map(String::as_str).collect();
+        let name = benchmark_name_of(&words.join(" "));
+        (!name.trim().is_empty()).then_some(name)
     }
 }
 
