@@ -169,7 +169,7 @@ impl ThresholdArgs {
         lined_up("--threshold-window", &self.window, false)?;
         lined_up("--threshold-lower-boundary", &self.lower_boundary, false)?;
         lined_up("--threshold-upper-boundary", &self.upper_boundary, false)?;
-        (0..count)
+        let thresholds = (0..count)
             .map(|i| {
                 let measure = self.measure[i]
                     .parse::<ResourceName>()
@@ -187,7 +187,9 @@ impl ThresholdArgs {
                     upper_boundary: nth("--threshold-upper-boundary", &self.upper_boundary, i)?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, String>>()?;
+        JsonRunThreshold::validate_all(&thresholds)?;
+        Ok(thresholds)
     }
 }
 
@@ -270,7 +272,6 @@ impl RunArgs {
         };
         job.validate()?;
         let thresholds = self.thresholds.to_json()?;
-        JsonRunThreshold::validate_all(&thresholds)?;
         let follow = FollowArgs {
             project: project.clone(),
             interval: self.job_poll_interval,

@@ -178,6 +178,17 @@ async fn static_thresholds_alert_and_err_fails(backend: Backend) {
 
     let (alerts, total) = get(&server, "/v0/projects/bench/alerts").await;
     assert_eq!(total, 2, "{alerts}");
+
+    // Runs racing to create the same threshold on a new branch all succeed, and there
+    // is one threshold with one model.
+    let mut racing = STATIC_150.to_vec();
+    racing.extend_from_slice(&["--branch", "race"]);
+    let runs: Vec<_> = (0..4).map(|_| run(&server, "100", &racing)).collect();
+    for output in futures_util::future::join_all(runs).await {
+        exits(&output, 0);
+    }
+    let (thresholds, total) = get(&server, "/v0/projects/bench/thresholds?branch=race").await;
+    assert_eq!(total, 1, "{thresholds}");
     server.stop().await;
 }
 

@@ -762,41 +762,35 @@ pub(crate) async fn set_run_thresholds(
                 .await?
             }
         };
-        let current: Option<(String, Option<String>)> = sqlx::query_as(
+        // Insert first, then read: a concurrent run creating the same threshold (on
+        // another process) makes this a no-op after its commit instead of a conflict.
+        sqlx::query(
+            "INSERT INTO threshold (uuid, project_uuid, branch_uuid, testbed_uuid, \
+             measure_uuid, model_uuid, created, modified) \
+             VALUES ($1, $2, $3, $4, $5, NULL, $6, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(project.to_string())
+        .bind(branch.to_owned())
+        .bind(testbed.to_owned())
+        .bind(measure.clone())
+        .bind(to_millis(now))
+        .execute(&mut **tx)
+        .await?;
+        let (threshold, model): (String, Option<String>) = sqlx::query_as(
             "SELECT uuid, model_uuid FROM threshold \
              WHERE branch_uuid = $1 AND testbed_uuid = $2 AND measure_uuid = $3",
         )
         .bind(branch.to_owned())
         .bind(testbed.to_owned())
-        .bind(measure.clone())
-        .fetch_optional(&mut **tx)
+        .bind(measure)
+        .fetch_one(&mut **tx)
         .await?;
-        let threshold = match current {
-            Some((threshold, Some(model))) => {
-                if current_model(tx, &model).await?.as_ref() == Some(&wanted.model) {
-                    continue;
-                }
-                threshold
-            }
-            Some((threshold, None)) => threshold,
-            None => {
-                let uuid = uuid::Uuid::new_v4().to_string();
-                sqlx::query(
-                    "INSERT INTO threshold (uuid, project_uuid, branch_uuid, testbed_uuid, \
-                     measure_uuid, model_uuid, created, modified) \
-                     VALUES ($1, $2, $3, $4, $5, NULL, $6, $6)",
-                )
-                .bind(uuid.clone())
-                .bind(project.to_string())
-                .bind(branch.to_owned())
-                .bind(testbed.to_owned())
-                .bind(measure)
-                .bind(to_millis(now))
-                .execute(&mut **tx)
-                .await?;
-                uuid
-            }
-        };
+        if let Some(model) = model
+            && current_model(tx, &model).await?.as_ref() == Some(&wanted.model)
+        {
+            continue;
+        }
         insert_model(tx, &threshold, &wanted.model, now).await?;
     }
     Ok(())
