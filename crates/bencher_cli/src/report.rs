@@ -147,6 +147,8 @@ fn view(report: &JsonReport) -> String {
             output::time_or(report.processed.as_ref(), "not yet"),
         ),
         ("alerts", report.alerts.to_string()),
+        ("environment", environment(report)),
+        ("noise", noise(report)),
         ("created", output::time(&report.created)),
     ];
     if report.processed.is_none() {
@@ -156,6 +158,39 @@ fn view(report: &JsonReport) -> String {
         ));
     }
     output::view(&rows)
+}
+
+/// Whether the report was measured on the same machine state as its baseline.
+pub fn environment(report: &JsonReport) -> String {
+    match report.environment_changed {
+        Some(true) => "CHANGED from the baseline's (compare the fingerprints with \
+                       --format json)"
+            .to_owned(),
+        Some(false) => "same as the baseline's".to_owned(),
+        None if report.environment.is_some() => "recorded; no baseline to compare".to_owned(),
+        None => "-".to_owned(),
+    }
+}
+
+/// The runner's noise probe before the job: CPU jitter (coefficient of variation of a
+/// fixed loop) and how late a short sleep woke up.
+fn noise(report: &JsonReport) -> String {
+    let Some(noise) = report.environment.as_ref().map(|e| &e.noise) else {
+        return "-".to_owned();
+    };
+    match (
+        noise["cpu"]["cv"].as_f64(),
+        noise["timer"]["median_ns"].as_f64(),
+        noise["timer"]["p99_ns"].as_f64(),
+    ) {
+        (Some(cv), Some(median), Some(p99)) => format!(
+            "CPU loop CV {:.2}%, timer lateness median {:.1} µs, p99 {:.1} µs",
+            cv * 100.0,
+            median / 1000.0,
+            p99 / 1000.0
+        ),
+        _ => "recorded (see --format json)".to_owned(),
+    }
 }
 
 /// A number as Rust prints floats (shortest exact form), or `-`.

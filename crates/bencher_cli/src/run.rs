@@ -417,15 +417,24 @@ fn measure_files(paths: &[String]) -> anyhow::Result<BTreeMap<String, u64>> {
 fn show_report(ctx: &Context, job: Option<&JsonJob>, report: &JsonReport) -> anyhow::Result<()> {
     match ctx.format {
         Format::Json => output::emit_json(&serde_json::json!({ "job": job, "report": report })),
-        Format::Human => output::emit(&format!(
-            "\nReport {} on branch `{}`, testbed `{}`, spec `{}`, alerts: {}\n{}",
-            report.uuid,
-            report.branch.name,
-            report.testbed.name,
-            report.spec.slug,
-            report.alerts,
-            crate::report::results(report)
-        )),
+        Format::Human => {
+            output::emit(&format!(
+                "\nReport {} on branch `{}`, testbed `{}`, spec `{}`, alerts: {}\n{}",
+                report.uuid,
+                report.branch.name,
+                report.testbed.name,
+                report.spec.slug,
+                report.alerts,
+                crate::report::results(report)
+            ))?;
+            if report.environment_changed == Some(true) {
+                output::emit(&format!(
+                    "Note: the runner's environment changed since the baseline; see `bencher report view {} {}`.",
+                    report.project, report.uuid
+                ))?;
+            }
+            Ok(())
+        }
     }
 }
 

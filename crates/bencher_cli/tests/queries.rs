@@ -120,6 +120,8 @@ async fn seed(
                     iterations: 1,
                     metrics,
                     boundaries,
+                    environment: None,
+                    environment_changed: None,
                 },
                 at(minutes) + TimeDelta::seconds(6),
             )

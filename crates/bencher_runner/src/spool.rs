@@ -287,6 +287,7 @@ mod tests {
                 ..Default::default()
             }],
             output: None,
+            environment: None,
         }
     }
 

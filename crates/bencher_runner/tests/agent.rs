@@ -325,7 +325,7 @@ impl JobBackend for FakeBackend {
 
     async fn execute(&self, _prepared: Assignment, cancel: CancellationToken) -> JobOutcome {
         tokio::select! {
-            () = self.release.notified() => JobOutcome::Completed { results: results() },
+            () = self.release.notified() => JobOutcome::Completed { results: results(), environment: None },
             () = cancel.cancelled() => JobOutcome::Canceled { results: vec![] },
         }
     }
@@ -455,6 +455,7 @@ async fn handshake_job_and_drain() {
             job: uuid,
             results: results(),
             output: None,
+            environment: None,
         }
     );
     // On disk until acknowledged.
@@ -738,6 +739,7 @@ async fn binary_resends_a_spooled_result_after_a_restart_and_drains_on_sigterm()
         job: uuid,
         results: results(),
         output: None,
+        environment: None,
     };
     Spool::open(spool_dir.path())
         .unwrap()

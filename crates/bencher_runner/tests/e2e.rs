@@ -19,7 +19,8 @@ backend_tests!(
     large_output_is_uploaded,
     specs_the_runner_cannot_serve_are_never_claimed,
     a_sandboxed_job_runs_in_a_container,
-    an_image_regression_raises_an_alert
+    an_image_regression_raises_an_alert,
+    the_environment_is_recorded_and_changes_are_marked
 );
 
 async fn a_job_runs_end_to_end(backend: Backend) {
@@ -425,6 +426,75 @@ async fn an_image_regression_raises_an_alert(backend: Backend) {
     assert_eq!(report["spec"]["slug"], "host");
     assert!(!report["job"].is_null(), "{report}");
 
+    let (code, log) = runner.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    server.stop().await;
+}
+
+/// Every report of a job carries what it was measured on (the runner's noise probe and
+/// fingerprint, tuning state included), and a report whose fingerprint differs from its
+/// baseline's is marked: here the runner restarts with another swappiness.
+async fn the_environment_is_recorded_and_changes_are_marked(backend: Backend) {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start(backend).await;
+    push_host_image(&server).await;
+    let key = register_runner(&server).await;
+    let report_of = |job: &Value| {
+        format!(
+            "/v0/projects/{E2E_REPO}/reports/{}",
+            job["report"].as_str().unwrap()
+        )
+    };
+    let bench = || json!({ "image": format!("{E2E_REPO}:v1"), "spec": "host", "cmd": ["/bin/sh", "-c", print_bmf("env")] });
+
+    let runner = Runner::start(&server, &key);
+    let first = run_job(&server, bench(), &["processed", "failed", "canceled"]).await;
+    assert_eq!(first["status"], "processed", "{first}");
+    let report = common::get(&server, &report_of(&first)).await;
+    let environment = &report["environment"];
+    assert!(environment["noise"]["cpu"]["cv"].is_number(), "{report}");
+    assert!(
+        environment["noise"]["timer"]["p99_ns"].is_number(),
+        "{report}"
+    );
+    let fingerprint = &environment["fingerprint"];
+    assert_eq!(fingerprint["sandbox"], "none", "{fingerprint}");
+    assert_eq!(fingerprint["tuning"]["kind"], "applied", "{fingerprint}");
+    assert!(
+        fingerprint["cpus"].as_u64().is_some_and(|n| n >= 1),
+        "{fingerprint}"
+    );
+    assert!(
+        report["environment_changed"].is_null(),
+        "no baseline: {report}"
+    );
+
+    let second = run_job(&server, bench(), &["processed", "failed", "canceled"]).await;
+    let report = common::get(&server, &report_of(&second)).await;
+    assert_eq!(report["environment_changed"], false, "{report}");
+    let (code, log, dirs) = runner.stop_keeping_dirs().await;
+    assert_eq!(code, Some(0), "{log}");
+
+    // The same runner, directories and all (the fingerprint names them: tests tune a fake
+    // tree), with one knob asked otherwise.
+    let runner = Runner::start_with(&server, &key, dirs, &["--swappiness", "20"]);
+    let third = run_job(&server, bench(), &["processed", "failed", "canceled"]).await;
+    let report = common::get(&server, &report_of(&third)).await;
+    assert_eq!(report["environment_changed"], true, "{report}");
+    // Lists say whether it changed, without the environment itself.
+    let list = common::get(&server, &format!("/v0/projects/{E2E_REPO}/reports")).await;
+    let listed: Vec<&Value> = list.as_array().unwrap().iter().collect();
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().all(|r| r["environment"].is_null()));
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|r| r["environment_changed"] == true)
+            .count(),
+        1
+    );
     let (code, log) = runner.stop().await;
     assert_eq!(code, Some(0), "{log}");
     server.stop().await;

@@ -214,6 +214,8 @@ async fn seed(fixture: &Fixture, seed: Seed<'_>) -> String {
                 iterations: seed.iterations,
                 metrics: &seed.metrics,
                 boundaries: &seed.boundaries,
+                environment: None,
+                environment_changed: None,
             },
             seed.at + TimeDelta::seconds(31),
         )

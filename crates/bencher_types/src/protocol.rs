@@ -58,6 +58,24 @@ pub struct IterationResult {
     pub file_sizes: Option<BTreeMap<String, u64>>,
 }
 
+/// Most bytes a `completed.environment` may take as JSON; a larger one is dropped (and
+/// logged) by the server, never failing the job.
+pub const MAX_ENVIRONMENT_SIZE: usize = 64 * 1024;
+
+/// What a job was measured on: the runner's noise probe just before the benchmark and
+/// the fingerprint of its environment (CPU model, microcode, kernel, governor, SMT, the
+/// runner's version, the sandbox, the verified tuning state). Both are JSON objects the
+/// runner defines; the server stores them with the report and marks a report whose
+/// fingerprint differs from its baseline's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JobEnvironment {
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub noise: serde_json::Value,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub fingerprint: serde_json::Value,
+}
+
 /// Runner → server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -93,6 +111,9 @@ pub enum RunnerMessage {
         /// uploaded first to `PUT /v0/runners/{runner}/jobs/{job}/output`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output: Option<String>,
+        /// What the job was measured on (always inline, also with `output`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        environment: Option<JobEnvironment>,
     },
     Failed {
         job: JobUuid,
@@ -324,8 +345,23 @@ mod tests {
                 job,
                 results: vec![],
                 output: Some("sha256:00".into()),
+                environment: None,
             }
         );
+        // The environment travels as two JSON objects the server keeps as they are.
+        let measured = RunnerMessage::parse(&format!(
+            r#"{{"event":"completed","job":"{job}","environment":{{"noise":{{"cpu":{{"cv":0.01}}}},"fingerprint":{{"kernel":"6.1"}}}}}}"#
+        ))
+        .unwrap();
+        let RunnerMessage::Completed {
+            environment: Some(environment),
+            ..
+        } = measured
+        else {
+            panic!("no environment: {measured:?}");
+        };
+        assert_eq!(environment.fingerprint["kernel"], "6.1");
+        assert_eq!(environment.noise["cpu"]["cv"], 0.01);
     }
 
     #[test]

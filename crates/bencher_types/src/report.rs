@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::protocol::JobEnvironment;
 use crate::{
     Adapter, AlertUuid, BenchmarkUuid, BoundaryUuid, Fold, JobUuid, MeasureUuid, MetricUuid,
     ModelUuid, ProjectUuid, ReportUuid, ResourceName, ThresholdUuid,
@@ -295,6 +296,14 @@ pub struct JsonReport {
     /// single-report view; lists leave it out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub results: Option<Vec<Vec<JsonReportBenchmark>>>,
+    /// What the job was measured on, as its runner reported it: the noise probe before
+    /// the benchmark and the environment fingerprint. Only in the single-report view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<JobEnvironment>,
+    /// Whether the fingerprint differs from the baseline's (the previous report with one
+    /// on the same branch, testbed and Spec); absent when there is nothing to compare.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_changed: Option<bool>,
     /// How many alerts the report raised.
     pub alerts: u64,
 }

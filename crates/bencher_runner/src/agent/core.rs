@@ -38,7 +38,8 @@ use std::fmt;
 use std::time::Duration;
 
 use bencher_types::protocol::{
-    IterationResult, JobConfig, ParseError, RunnerMessage, RunnerMetadata, ServerMessage,
+    IterationResult, JobConfig, JobEnvironment, ParseError, RunnerMessage, RunnerMetadata,
+    ServerMessage,
 };
 use bencher_types::{Architecture, Capabilities, JobUuid, JsonSpec, Os, Sandbox};
 
@@ -180,6 +181,8 @@ pub struct Assignment {
 pub enum JobOutcome {
     Completed {
         results: Vec<IterationResult>,
+        /// The noise probe and fingerprint taken before the benchmark, when taken.
+        environment: Option<JobEnvironment>,
     },
     Failed {
         results: Vec<IterationResult>,
@@ -1012,10 +1015,14 @@ fn terminal_message(job: &Job, outcome: JobOutcome) -> RunnerMessage {
         return RunnerMessage::Canceled { job: uuid };
     }
     match outcome {
-        JobOutcome::Completed { results } => RunnerMessage::Completed {
+        JobOutcome::Completed {
+            results,
+            environment,
+        } => RunnerMessage::Completed {
             job: uuid,
             results,
             output: None,
+            environment,
         },
         JobOutcome::Failed { results, error } => RunnerMessage::Failed {
             job: uuid,

@@ -125,12 +125,16 @@ impl JobBackend for HostBackend {
             };
         };
         let outcome = executor::execute(sandbox, request, cancel).await;
+        let environment = tuned.environment();
         // Whatever the outcome, canceled included.
         tuned.after_job().await;
         // Held until here: the image stays pinned in the cache while the job runs.
         drop(prepared);
         match outcome {
-            ExecOutcome::Completed { results } => JobOutcome::Completed { results },
+            ExecOutcome::Completed { results } => JobOutcome::Completed {
+                results,
+                environment,
+            },
             ExecOutcome::Failed { results, error } => JobOutcome::Failed { results, error },
             ExecOutcome::Canceled { results } => JobOutcome::Canceled { results },
             ExecOutcome::TimedOut { results } => JobOutcome::TimedOut { results },

@@ -371,6 +371,7 @@ async fn by_reference(config: &LinkConfig, text: String) -> Result<String, Strin
             job,
             results,
             output: None,
+            ..
         } => (*job, results, None),
         RunnerMessage::Failed {
             job,
@@ -392,10 +393,13 @@ async fn by_reference(config: &LinkConfig, text: String) -> Result<String, Strin
         // the message only needs its acknowledgement.
         tracing::info!(%job, "output already recorded; re-sending the message without it");
         let bare = match message {
-            RunnerMessage::Completed { job, .. } => RunnerMessage::Completed {
+            RunnerMessage::Completed {
+                job, environment, ..
+            } => RunnerMessage::Completed {
                 job,
                 results: Vec::new(),
                 output: None,
+                environment,
             },
             RunnerMessage::Failed { job, error, .. } => RunnerMessage::Failed {
                 job,
@@ -409,10 +413,13 @@ async fn by_reference(config: &LinkConfig, text: String) -> Result<String, Strin
     };
     tracing::info!(%job, size, %digest, "output uploaded");
     let reference = match message {
-        RunnerMessage::Completed { job, .. } => RunnerMessage::Completed {
+        RunnerMessage::Completed {
+            job, environment, ..
+        } => RunnerMessage::Completed {
             job,
             results: Vec::new(),
             output: Some(digest),
+            environment,
         },
         RunnerMessage::Failed { job, error, .. } => RunnerMessage::Failed {
             job,

@@ -1,9 +1,11 @@
 //! Around each job's execution: tune the host (`crate::tuning`), run the short noise
-//! probe and log its figures with the environment fingerprint, and restore the host
-//! afterwards. IO: through `tuning` and `noise`; nothing of its own.
+//! probe and log its figures with the environment fingerprint (both then go with the
+//! job's result, `completed.environment`), and restore the host afterwards. IO: through
+//! `tuning` and `noise`; nothing of its own.
 
 use std::path::PathBuf;
 
+use bencher_types::protocol::JobEnvironment;
 use tokio_util::sync::CancellationToken;
 
 use super::error_chain;
@@ -13,6 +15,7 @@ use crate::tuning::{Applied, ApplyError, Tuning, TuningState};
 /// The host as tuned for one job; [`Tuned::after_job`] restores it.
 pub struct Tuned {
     applied: Option<Applied>,
+    environment: Option<JobEnvironment>,
 }
 
 /// The job was canceled while waiting for another runner's benchmark.
@@ -22,6 +25,11 @@ impl Tuned {
     /// The verified tuning state, for the job's record (`None` when not tuned).
     pub fn state(&self) -> Option<&TuningState> {
         self.applied.as_ref().map(Applied::state)
+    }
+
+    /// The noise probe and fingerprint taken before the job, for its result.
+    pub fn environment(&self) -> Option<JobEnvironment> {
+        self.environment.clone()
     }
 
     /// Restores the host; failures are logged (a leftover state file is restored by
@@ -93,6 +101,13 @@ pub async fn before_job(
         (noise, print)
     })
     .await;
+    let environment = match &probed {
+        Ok((noise, print)) => match (serde_json::to_value(noise), serde_json::to_value(print)) {
+            (Ok(noise), Ok(fingerprint)) => Some(JobEnvironment { noise, fingerprint }),
+            _ => None,
+        },
+        Err(_) => None,
+    };
     match probed {
         Ok((noise, print)) => tracing::info!(
             timer_median_ns = noise.timer.median_ns,
@@ -111,5 +126,8 @@ pub async fn before_job(
         ),
         Err(error) => tracing::warn!(%error, "the noise probe failed"),
     }
-    Ok(Tuned { applied })
+    Ok(Tuned {
+        applied,
+        environment,
+    })
 }

@@ -260,13 +260,18 @@ impl Runner {
 
     /// Starts the runner `slug` with the cache and spool of `dirs`.
     pub fn start_as(server: &TestServer, slug: &str, key: &str, dirs: RunnerDirs) -> Self {
-        Self::spawn(server, slug, key, dirs, true)
+        Self::spawn(server, slug, key, dirs, true, &[])
+    }
+
+    /// Starts the runner `e2e` with the cache and spool of `dirs` and `extra` flags.
+    pub fn start_with(server: &TestServer, key: &str, dirs: RunnerDirs, extra: &[&str]) -> Self {
+        Self::spawn(server, "e2e", key, dirs, true, extra)
     }
 
     /// Starts the runner `slug` without `--danger-allow-no-sandbox`: it runs only
     /// sandboxed jobs.
     pub fn start_sandboxed(server: &TestServer, slug: &str, key: &str) -> Self {
-        Self::spawn(server, slug, key, RunnerDirs::new(), false)
+        Self::spawn(server, slug, key, RunnerDirs::new(), false, &[])
     }
 
     fn spawn(
@@ -275,6 +280,7 @@ impl Runner {
         key: &str,
         dirs: RunnerDirs,
         allow_host: bool,
+        extra: &[&str],
     ) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -292,6 +298,7 @@ impl Runner {
             // Never the real host's knobs: an empty fake tree (every knob unsupported).
             .arg("--tuning-root")
             .arg(dirs.log.path())
+            .args(extra)
             .env("BENCHER_RUNNER_KEY", key)
             .env_remove("BENCHER_HOST")
             .env_remove("BENCHER_RUNNER")
@@ -323,12 +330,26 @@ impl Runner {
     }
 
     /// Waits (at most a minute) for the runner to exit by itself; its exit code and log.
-    pub async fn wait(mut self) -> (Option<i32>, String) {
+    pub async fn wait(self) -> (Option<i32>, String) {
+        let (code, log, _) = self.wait_keeping_dirs().await;
+        (code, log)
+    }
+
+    /// SIGTERM, then the exit code, the log, and its directories, for a restart.
+    pub async fn stop_keeping_dirs(self) -> (Option<i32>, String, RunnerDirs) {
+        let pid = self.child.id().expect("running");
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        self.wait_keeping_dirs().await
+    }
+
+    async fn wait_keeping_dirs(mut self) -> (Option<i32>, String, RunnerDirs) {
         let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("the runner exits within a minute: {}", self.log()))
             .unwrap();
-        (status.code(), self.dirs.log())
+        (status.code(), self.dirs.log(), self.dirs)
     }
 
     /// Sends `signal` (`STOP`, `CONT`, …) to the runner process only.

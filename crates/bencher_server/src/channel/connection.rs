@@ -17,7 +17,9 @@
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use bencher_types::protocol::{IterationResult, ParseError, RunnerMessage, ServerMessage};
+use bencher_types::protocol::{
+    IterationResult, JobEnvironment, MAX_ENVIRONMENT_SIZE, ParseError, RunnerMessage, ServerMessage,
+};
 use bencher_types::{
     Capabilities, JobStatus, JobUuid, JsonSpec, ResourceId, RunnerUuid, Slug, SpecUuid,
 };
@@ -327,13 +329,17 @@ impl Channel {
                 job,
                 results,
                 output,
-            } => self.terminal(job, results, None, output).await,
+                environment,
+            } => {
+                let environment = environment_json(job, environment);
+                self.terminal(job, results, None, output, environment).await
+            }
             RunnerMessage::Failed {
                 job,
                 results,
                 error,
                 output,
-            } => self.terminal(job, results, Some(error), output).await,
+            } => self.terminal(job, results, Some(error), output, None).await,
             RunnerMessage::Canceled { job } => {
                 if self.current == Some(job) {
                     self.set_current(None);
@@ -612,6 +618,7 @@ impl Channel {
         results: Vec<IterationResult>,
         error: Option<String>,
         uploaded: Option<String>,
+        environment: Option<String>,
     ) -> Result<(), ChannelError> {
         let event_name = if error.is_some() {
             "failed"
@@ -673,6 +680,7 @@ impl Channel {
                     runner: Some(ctx.runner),
                     error,
                     output_digest: Some(digest.clone()),
+                    environment,
                 };
                 let now = ctx.clock.now();
                 match ctx.store.transition_job(uuid, event, &change, now).await {
@@ -764,4 +772,16 @@ fn read_error(runner: RunnerUuid, error: &axum::Error) -> End {
         tracing::info!(%runner, error = %error_chain(error), "cannot read from the runner channel");
         End::Gone
     }
+}
+
+/// A `completed.environment` as stored with the job: JSON up to
+/// [`MAX_ENVIRONMENT_SIZE`]; a larger one is dropped with a warning (it describes the
+/// job, it is not its result, so it never fails the job).
+fn environment_json(job: JobUuid, environment: Option<JobEnvironment>) -> Option<String> {
+    let text = serde_json::to_string(&environment?).ok()?;
+    if text.len() > MAX_ENVIRONMENT_SIZE {
+        tracing::warn!(%job, size = text.len(), "the job's environment is too large; not recorded");
+        return None;
+    }
+    Some(text)
 }

@@ -32,7 +32,8 @@ use crate::queue::JobEvent;
 use crate::store::jobs::{CreateRunError, JobChange, ReportShell, TransitionError};
 use crate::store::report_queries::RunThreshold;
 use crate::store::reports::{
-    self, HistoryQuery, JobReport, NewBoundary, NewMetric, ReportWrite, ThresholdModel,
+    self, HistoryPlace, HistoryQuery, JobReport, NewBoundary, NewMetric, ReportWrite,
+    ThresholdModel,
 };
 use crate::store::{Store, StoreError};
 use crate::threshold::{self, Model, ModelParameters, Outcome, Side};
@@ -143,9 +144,27 @@ pub async fn process_job(
         spec: &report.spec,
         head: report.head.as_deref(),
     };
-    let boundaries = {
+    let (boundaries, environment_changed) = {
         let mut conn = store.connection().await?;
-        boundaries(&mut conn, &place, report_time, &metrics.metrics).await?
+        let boundaries = boundaries(&mut conn, &place, report_time, &metrics.metrics).await?;
+        let changed = match (report.environment.as_deref(), report.head.as_deref()) {
+            (Some(environment), Some(head)) => {
+                let baseline = reports::baseline_environment(
+                    &mut conn,
+                    &HistoryPlace {
+                        report: &report.report,
+                        head,
+                        testbed: &report.testbed,
+                        spec: &report.spec,
+                    },
+                    report_time,
+                )
+                .await?;
+                baseline.and_then(|baseline| environment_changed(&baseline, environment))
+            }
+            _ => None,
+        };
+        (boundaries, changed)
     };
     let alerts = boundaries.iter().filter(|b| b.alert.is_some()).count();
     let written = store
@@ -159,6 +178,8 @@ pub async fn process_job(
                 iterations: metrics.iterations,
                 metrics: &metrics.metrics,
                 boundaries: &boundaries,
+                environment: report.environment.as_deref(),
+                environment_changed,
             },
             clock.now(),
         )
@@ -282,6 +303,8 @@ pub async fn report_results(
                 iterations: metrics.iterations,
                 metrics: &metrics.metrics,
                 boundaries: &boundaries,
+                environment: None,
+                environment_changed: None,
             },
             now,
         )
@@ -416,6 +439,19 @@ impl Measures {
         let name = benchmark_name_of(&words.join(" "));
         (!name.trim().is_empty()).then_some(name)
     }
+}
+
+/// Whether a report's environment (`completed.environment` JSON) was measured on another
+/// machine state than its baseline's: their `fingerprint`s differ. The noise figures
+/// are not compared (they vary from run to run by nature). `None` when either cannot be
+/// read, so a mark is never made up.
+pub fn environment_changed(baseline: &str, environment: &str) -> Option<bool> {
+    let fingerprint = |text: &str| {
+        serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|mut value| value.get_mut("fingerprint").map(serde_json::Value::take))
+    };
+    Some(fingerprint(baseline)? != fingerprint(environment)?)
 }
 
 /// `text` as a valid benchmark name: control characters become spaces, cut to

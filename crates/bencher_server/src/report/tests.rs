@@ -409,3 +409,30 @@ fn the_build_time_benchmark_is_the_command_else_the_repository() {
         }
     );
 }
+
+#[test]
+fn environments_differ_by_fingerprint_only() {
+    use super::environment_changed;
+    let env = |cv: f64, kernel: &str| {
+        serde_json::json!({
+            "noise": {"cpu": {"cv": cv}},
+            "fingerprint": {"kernel": kernel, "tuning": {"kind": "disabled"}},
+        })
+        .to_string()
+    };
+    // Noise varies from run to run: not a change.
+    assert_eq!(
+        environment_changed(&env(0.01, "6.1"), &env(0.3, "6.1")),
+        Some(false)
+    );
+    assert_eq!(
+        environment_changed(&env(0.01, "6.1"), &env(0.01, "6.12")),
+        Some(true)
+    );
+    // Nothing to compare is no mark either way.
+    assert_eq!(environment_changed("not json", &env(0.01, "6.1")), None);
+    assert_eq!(
+        environment_changed(r#"{"noise": {}}"#, &env(0.01, "6.1")),
+        None
+    );
+}

@@ -372,6 +372,8 @@ pub struct JobChange {
     pub error: Option<String>,
     /// Blob key of the stored output, with `completed` or `failed`.
     pub output_digest: Option<String>,
+    /// `completed.environment` as JSON, with `completed`.
+    pub environment: Option<String>,
 }
 
 /// The result of a lifecycle change that was allowed.
@@ -498,6 +500,10 @@ fn transition_statement(
             set.push(format!(
                 "output_digest = COALESCE({}, output_digest)",
                 binds.text(change.output_digest.clone())
+            ));
+            set.push(format!(
+                "environment = COALESCE({}, environment)",
+                binds.text(change.environment.clone())
             ));
         }
         JobEvent::HeartbeatTimeout | JobEvent::ClaimTimeout | JobEvent::HardTimeout => {
@@ -1182,6 +1188,7 @@ mod tests {
             runner: Some(runner),
             error: Some("boom".into()),
             output_digest: None,
+            environment: None,
         };
         let (sql, binds) = transition_statement(
             &current,
@@ -1193,10 +1200,11 @@ mod tests {
         assert_eq!(
             sql,
             "UPDATE job SET status = $2, last_event = $3, modified = $1, ended = $1, \
-             last_heartbeat = $1, error = $4, output_digest = COALESCE($5, output_digest) \
-             WHERE uuid = $6 AND status = $7 AND runner_uuid = $8"
+             last_heartbeat = $1, error = $4, output_digest = COALESCE($5, output_digest), \
+             environment = COALESCE($6, environment) \
+             WHERE uuid = $7 AND status = $8 AND runner_uuid = $9"
         );
-        assert_eq!(binds.0.len(), 8);
+        assert_eq!(binds.0.len(), 9);
 
         let (sql, binds) = transition_statement(
             &job(JobStatus::Pending),

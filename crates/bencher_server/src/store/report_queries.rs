@@ -225,6 +225,7 @@ const REPORT_COLUMNS: &str = "r.uuid AS uuid, r.project_uuid AS project_uuid, \
     v.number AS version_number, v.hash AS version_hash, r.adapter AS adapter, r.fold AS fold, \
     r.start_time AS start_time, r.end_time AS end_time, r.iterations AS iterations, \
     r.job_uuid AS job_uuid, r.processed AS processed, r.created AS created, \
+    r.environment AS environment, r.environment_changed AS environment_changed, \
     (SELECT COUNT(*) FROM alert a JOIN boundary bd ON bd.uuid = a.boundary_uuid \
      JOIN metric mt ON mt.uuid = bd.metric_uuid \
      JOIN report_benchmark rb ON rb.uuid = mt.report_benchmark_uuid \
@@ -257,6 +258,8 @@ struct ReportRow {
     job_uuid: Option<String>,
     processed: Option<i64>,
     created: i64,
+    environment: Option<String>,
+    environment_changed: Option<i64>,
     alerts: i64,
 }
 
@@ -301,6 +304,15 @@ impl ReportRow {
             processed: from_millis_opt(T, self.processed)?,
             created: from_millis(T, self.created)?,
             results: None,
+            environment: self
+                .environment
+                .as_deref()
+                .map(|e| {
+                    serde_json::from_str(e)
+                        .map_err(|e| StoreError::corrupt(T, format!("environment: {e}")))
+                })
+                .transpose()?,
+            environment_changed: self.environment_changed.map(|c| c != 0),
             alerts: u64::try_from(self.alerts).unwrap_or_default(),
         })
     }
@@ -964,7 +976,13 @@ impl Store {
             .await?;
         let reports = rows
             .into_iter()
-            .map(ReportRow::into_json)
+            .map(|row| {
+                // Lists carry whether the environment changed, not the environment.
+                ReportRow::into_json(row).map(|report| JsonReport {
+                    environment: None,
+                    ..report
+                })
+            })
             .collect::<Result<_, _>>()?;
         Ok((reports, total))
     }

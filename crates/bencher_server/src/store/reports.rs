@@ -272,6 +272,10 @@ pub struct ReportWrite<'a> {
     pub iterations: u32,
     pub metrics: &'a [NewMetric],
     pub boundaries: &'a [NewBoundary],
+    /// What the job was measured on (`completed.environment`, JSON), if the runner said.
+    pub environment: Option<&'a str>,
+    /// Whether its fingerprint differs from the baseline's; `None`: nothing to compare.
+    pub environment_changed: Option<bool>,
 }
 
 /// What history a metric is compared with: the same branch head, testbed, benchmark,
@@ -309,6 +313,37 @@ pub async fn thresholds_for(
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows.into_iter().map(ThresholdRow::into_model).collect())
+}
+
+/// The environment of a report's baseline: the newest other processed report with one
+/// on the same branch head, testbed and Spec, at or before `before` (JSON).
+pub async fn baseline_environment(
+    conn: &mut AnyConnection,
+    place: &HistoryPlace<'_>,
+    before: DateTime<Utc>,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar::<_, String>(
+        "SELECT environment FROM report r WHERE r.head_uuid = $1 AND r.testbed_uuid = $2 \
+         AND r.spec_uuid = $3 AND r.uuid <> $4 AND r.processed IS NOT NULL \
+         AND r.environment IS NOT NULL AND COALESCE(r.end_time, r.created) <= $5 \
+         ORDER BY COALESCE(r.end_time, r.created) DESC, r.uuid DESC LIMIT 1",
+    )
+    .bind(place.head.to_owned())
+    .bind(place.testbed.to_owned())
+    .bind(place.spec.to_owned())
+    .bind(place.report.to_owned())
+    .bind(to_millis(before))
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// Where a report sits in history: what [`baseline_environment`] compares within.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryPlace<'a> {
+    pub report: &'a str,
+    pub head: &'a str,
+    pub testbed: &'a str,
+    pub spec: &'a str,
 }
 
 /// The history of one benchmark and measure (see [`HistoryQuery`]): values with
@@ -431,15 +466,19 @@ async fn write_in(
         iterations,
         metrics,
         boundaries,
+        environment,
+        environment_changed,
     } = *write;
     let claimed = sqlx::query(
-        "UPDATE report SET processed = $1, start_time = $2, end_time = $3, iterations = $4 \
-         WHERE uuid = $5 AND processed IS NULL",
+        "UPDATE report SET processed = $1, start_time = $2, end_time = $3, iterations = $4, \
+         environment = $5, environment_changed = $6 WHERE uuid = $7 AND processed IS NULL",
     )
     .bind(to_millis(now))
     .bind(start_time.map(to_millis))
     .bind(end_time.map(to_millis))
     .bind(i64::from(iterations))
+    .bind(environment.map(str::to_owned))
+    .bind(environment_changed.map(i64::from))
     .bind(report.to_owned())
     .execute(&mut **tx)
     .await?;
@@ -621,6 +660,8 @@ pub struct JobReport {
     pub started: Option<DateTime<Utc>>,
     pub ended: Option<DateTime<Utc>>,
     pub output_digest: Option<String>,
+    /// `completed.environment` as the runner sent it (JSON).
+    pub environment: Option<String>,
 }
 
 type JobReportRow = (
@@ -637,6 +678,7 @@ type JobReportRow = (
     i64,
     Option<i64>,
     Option<i64>,
+    Option<String>,
     Option<String>,
 );
 
@@ -658,8 +700,8 @@ impl Store {
     pub async fn job_report(&self, job: JobUuid) -> Result<Option<JobReport>, StoreError> {
         let row: Option<JobReportRow> = sqlx::query_as(
             "SELECT j.uuid, r.uuid, r.project_uuid, r.branch_uuid, r.testbed_uuid, r.spec_uuid, \
-             r.head_uuid, r.adapter, r.fold, j.config, r.created, j.started, j.ended, j.output_digest \
-             FROM job j JOIN report r ON r.uuid = j.report_uuid WHERE j.uuid = $1",
+             r.head_uuid, r.adapter, r.fold, j.config, r.created, j.started, j.ended, j.output_digest, \
+             j.environment FROM job j JOIN report r ON r.uuid = j.report_uuid WHERE j.uuid = $1",
         )
         .bind(job.to_string())
         .fetch_optional(&self.pool)
@@ -682,6 +724,7 @@ impl Store {
             started: super::from_millis_opt("job", row.11)?,
             ended: super::from_millis_opt("job", row.12)?,
             output_digest: row.13,
+            environment: row.14,
         }))
     }
 }

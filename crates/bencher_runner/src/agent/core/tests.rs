@@ -128,6 +128,7 @@ fn completed(job: JobUuid) -> RunnerMessage {
         job,
         results: results(),
         output: None,
+        environment: None,
     }
 }
 
@@ -279,7 +280,10 @@ fn job_lifecycle() {
         finish(
             &mut state,
             job,
-            JobOutcome::Completed { results: results() }
+            JobOutcome::Completed {
+                results: results(),
+                environment: None
+            }
         ),
         vec![
             Effect::Release(job),
@@ -374,7 +378,10 @@ fn stale_job_inputs_are_ignored() {
         &mut state,
         Input::Finished {
             job: other,
-            outcome: JobOutcome::Completed { results: vec![] },
+            outcome: JobOutcome::Completed {
+                results: vec![],
+                environment: None,
+            },
         },
     );
     assert_eq!(notes(&fx), vec![Note::StaleJobInput { job: other }]);
@@ -399,7 +406,10 @@ fn the_ack_of_running_is_not_taken_for_the_terminal_message() {
     finish(
         &mut state,
         job,
-        JobOutcome::Completed { results: results() },
+        JobOutcome::Completed {
+            results: results(),
+            environment: None,
+        },
     );
     assert_eq!(
         acts(step(&mut state, ack(Some(job)))),
@@ -422,7 +432,10 @@ fn acks_without_a_job_are_taken_in_order() {
     finish(
         &mut state,
         job,
-        JobOutcome::Completed { results: results() },
+        JobOutcome::Completed {
+            results: results(),
+            environment: None,
+        },
     );
     assert_eq!(acts(step(&mut state, ack(None))), vec![]);
     assert_eq!(
@@ -444,7 +457,10 @@ fn a_server_that_does_not_ack_running() {
     finish(
         &mut state,
         job,
-        JobOutcome::Completed { results: results() },
+        JobOutcome::Completed {
+            results: results(),
+            environment: None,
+        },
     );
     assert_eq!(
         acts(step(&mut state, ack(Some(job)))),
@@ -467,7 +483,10 @@ fn a_server_that_acks_heartbeats_is_learned() {
     finish(
         &mut state,
         job,
-        JobOutcome::Completed { results: results() },
+        JobOutcome::Completed {
+            results: results(),
+            environment: None,
+        },
     );
     assert_eq!(acts(step(&mut state, ack(None))), vec![]);
     assert_eq!(state.unacknowledged(), vec![job]);
@@ -489,7 +508,10 @@ fn unacknowledged_terminal_messages_are_sent_again() {
     finish(
         &mut state,
         job,
-        JobOutcome::Completed { results: results() },
+        JobOutcome::Completed {
+            results: results(),
+            environment: None,
+        },
     );
     assert_eq!(acts(step(&mut state, tick(30))), vec![]);
     let fx = step(&mut state, tick(31));
@@ -568,7 +590,10 @@ fn a_connection_lost_before_the_ack_resends_on_the_next() {
     finish(
         &mut state,
         job,
-        JobOutcome::Completed { results: results() },
+        JobOutcome::Completed {
+            results: results(),
+            environment: None,
+        },
     );
     assert_eq!(acts(step(&mut state, Input::Disconnected)), vec![]);
     // An ack cannot arrive without a connection; a stray one changes nothing.
@@ -605,7 +630,10 @@ fn a_job_outlives_a_lost_connection() {
         finish(
             &mut state,
             job,
-            JobOutcome::Completed { results: results() }
+            JobOutcome::Completed {
+                results: results(),
+                environment: None
+            }
         ),
         vec![Effect::Release(job), Effect::Spool(completed(job))]
     );
@@ -813,7 +841,10 @@ fn cancel_answers_canceled_even_when_the_job_just_completed() {
         finish(
             &mut state,
             job,
-            JobOutcome::Completed { results: results() }
+            JobOutcome::Completed {
+                results: results(),
+                environment: None
+            }
         ),
         vec![
             Effect::Release(job),
@@ -951,7 +982,10 @@ fn drain_lets_the_job_finish_and_reports_it() {
         finish(
             &mut state,
             job,
-            JobOutcome::Completed { results: results() }
+            JobOutcome::Completed {
+                results: results(),
+                environment: None
+            }
         ),
         vec![
             Effect::Release(job),
@@ -1062,7 +1096,10 @@ fn a_job_that_raced_the_close_is_run_and_reported() {
     finish(
         &mut state,
         job,
-        JobOutcome::Completed { results: results() },
+        JobOutcome::Completed {
+            results: results(),
+            environment: None,
+        },
     );
     step(&mut state, ack(Some(job)));
     assert_eq!(
