@@ -107,6 +107,7 @@ async fn timed(sandbox: Sandbox, root: &Path, argv: &[&str], iterations: u32) ->
             memory: 1 << 30,
             disk: 1 << 30,
             network: false,
+            tasks: Resources::tasks_for(1),
         },
         limits: OutputLimits::default(),
         grace_period: Duration::ZERO,

@@ -109,6 +109,7 @@ async fn run(root: &Path, script: &str) -> (ExecOutcome, Duration) {
             memory: 512 << 20,
             disk: 1 << 30,
             network: false,
+            tasks: Resources::tasks_for(1),
         },
         limits: OutputLimits::default(),
         grace_period: Duration::ZERO,

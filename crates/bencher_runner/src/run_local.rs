@@ -243,6 +243,7 @@ pub async fn run_to(args: RunArgs, out: &mut (dyn Write + Send)) -> anyhow::Resu
                 .disk
                 .map_or(Resources::RUN_DEFAULT.disk, ByteSize::bytes),
             network: args.network,
+            tasks: Resources::tasks_for(args.vcpus.map_or(Resources::RUN_DEFAULT.cpus, Cpu::get)),
         },
         limits: OutputLimits {
             max_output_size: args.max_output_size.bytes(),

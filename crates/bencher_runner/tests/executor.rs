@@ -119,7 +119,7 @@ fn copy_with_libraries(binary: &Path, dest: &Path, root: &Path) {
 
 /// The tests that look for leftover processes, each with its own marker.
 const MARKERS: &[&str] = &[
-    "timeout", "leftover", "cancel", "runner", "crash", "stopped",
+    "timeout", "leftover", "cancel", "runner", "crash", "stopped", "bomb",
 ];
 
 /// A name unique to this test process and `tag`, for processes to look for.
@@ -499,6 +499,7 @@ container_suite!(
     check_reports_what_a_container_gives: false,
     without_network_a_job_sees_only_loopback: false,
     the_memory_limit_is_enforced: false,
+    a_fork_bomb_runs_out_of_tasks: false,
     nothing_is_left_after_a_timeout_or_cancel: true,
     a_crashed_runners_leftovers_are_cleaned: true,
 );
@@ -558,6 +559,40 @@ async fn the_memory_limit_is_enforced(sandbox: Sandbox) {
         "x=$(head -c 30000000 /dev/zero | tr '\\0' a); echo survived",
     ));
     assert_eq!(stdout(&only(run(sandbox, fits).await)), "survived\n");
+}
+
+async fn a_fork_bomb_runs_out_of_tasks(sandbox: Sandbox) {
+    if sandbox == Sandbox::Gvisor {
+        // runsc applies the pids limit to the sandbox's own host threads (the Sentry and
+        // gofer: 32 do not even start it), not to the job's tasks, which the Sentry
+        // keeps; there the memory limit is what bounds a fork bomb.
+        eprintln!("SKIPPED: gVisor's pids limit counts the Sentry's threads, not the job's tasks");
+        return;
+    }
+    // More background processes than the job's task limit allows: forks start failing
+    // at the limit, inside the container, long before anything on the host notices.
+    let sleeper = marker("bomb");
+    let script =
+        format!("i=0; while [ $i -lt 200 ]; do {sleeper} 30 & i=$((i+1)); done; echo spawned $i");
+    let mut bomb = request(shell(&script));
+    bomb.resources.tasks = 32;
+    bomb.config.timeout = 20;
+    bomb.grace_period = Duration::ZERO;
+    let outcome = run(sandbox, bomb).await;
+    let results = match &outcome {
+        ExecOutcome::Completed { results } | ExecOutcome::Failed { results, .. } => results,
+        other => panic!("unexpected outcome {other:#?}"),
+    };
+    let Some(result) = results.first() else {
+        panic!("no iteration ran: {outcome:#?}");
+    };
+    assert!(!stdout(result).contains("spawned 200"), "{outcome:#?}");
+    assert!(
+        stderr(result).to_lowercase().contains("fork"),
+        "the shell says it cannot fork: {outcome:#?}"
+    );
+    // And the whole tree is gone with the job.
+    assert_eq!(marked_processes("bomb"), Vec::<String>::new());
 }
 
 /// No container, bundle, mount or runtime process of this test process remains.

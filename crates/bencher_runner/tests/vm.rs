@@ -193,6 +193,7 @@ fn request(setup: &Setup, image: ImageConfig, config: JobConfig) -> ExecRequest 
             memory: 256 << 20,
             disk: 256 << 20,
             network: false,
+            tasks: Resources::tasks_for(1),
         },
         limits: OutputLimits::default(),
         grace_period: Duration::from_millis(500),

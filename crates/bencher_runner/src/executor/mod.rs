@@ -167,16 +167,29 @@ pub struct Resources {
     pub disk: u64,
     /// Whether the job may use the network.
     pub network: bool,
+    /// Most processes and threads the job may have at once (a container's `pids`
+    /// limit; a VM's guest kernel has its own): enough for parallel builds and thread
+    /// pools, few enough that a fork bomb stops long before the host's limit.
+    pub tasks: u32,
 }
 
 impl Resources {
+    /// Tasks a job gets per CPU of its Spec (see [`Resources::tasks`]).
+    pub const TASKS_PER_CPU: u32 = 1024;
+
     /// `runner run` without `--vcpus`, `--memory`, `--disk`: a small machine.
     pub const RUN_DEFAULT: Resources = Resources {
         cpus: 1,
         memory: 1 << 30,
         disk: 2 << 30,
         network: false,
+        tasks: Self::TASKS_PER_CPU,
     };
+
+    /// The task limit for `cpus` CPUs.
+    pub const fn tasks_for(cpus: u32) -> u32 {
+        cpus.saturating_mul(Self::TASKS_PER_CPU)
+    }
 
     /// A Spec's hardware, as the job gets it.
     pub fn from_spec(spec: &bencher_types::JsonSpec) -> Self {
@@ -185,6 +198,7 @@ impl Resources {
             memory: spec.memory.bytes(),
             disk: spec.disk.bytes(),
             network: spec.network,
+            tasks: Self::tasks_for(spec.cpu.get()),
         }
     }
 }

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
-    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder,
-    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
-    get_default_maskedpaths, get_default_mounts, get_default_readonly_paths,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder, get_default_maskedpaths, get_default_mounts, get_default_readonly_paths,
 };
 use rustix::fs::{Mode, OFlags, open};
 use rustix::mount::{MountFlags, UnmountFlags, mount, unmount};
@@ -298,6 +298,11 @@ pub(super) fn spec(
                 ])
                 .cpu(cpu)
                 .memory(memory)
+                .pids(
+                    LinuxPidsBuilder::default()
+                        .limit(i64::from(resources.tasks))
+                        .build()?,
+                )
                 .build()?,
         )
         .masked_paths(get_default_maskedpaths())

@@ -12,9 +12,11 @@
 //! - PID, mount, IPC and UTS namespaces, and a new network namespace with only `lo`
 //!   unless its Spec has network, in which case it shares the host's network (for
 //!   now; runsc gets `--network=host` then, `--network=none` otherwise).
-//! - The Spec's CPUs as a CFS quota and its memory as the memory limit of the
-//!   container's cgroup (`/bencher/<id>`). Disk is not limited: the upper directory is
-//!   an ordinary directory under `$TMPDIR`.
+//! - The Spec's CPUs as a CFS quota, its memory as the memory limit and 1024 tasks per
+//!   CPU as the pids limit of the container's cgroup (`/bencher/<id>`; under runsc the
+//!   pids limit counts the sandbox's own threads, and the memory limit is what bounds
+//!   the job's tasks). Disk is not limited: the upper directory is an ordinary
+//!   directory under `$TMPDIR`.
 //! - No new privileges; Docker's default capabilities for root, none for other users.
 //! - Its init (PID 1) is `bencher-oci-init` (see `oci-init/main.rs`), bind-mounted
 //!   read-only from the runner, which gives the benchmark the image's user and the same
@@ -793,8 +795,8 @@ pub(super) fn check(runtime: Runtime) -> Result<Capability, String> {
         detail: format!(
             "jobs run in {engine} ({version}): an overlay of their image per iteration; own \
              PID, mount, IPC and UTS namespaces; a network namespace with only loopback unless \
-             the Spec has network (then the host's network); the Spec's CPUs as a CPU quota and \
-             its memory as a memory limit; disk is not limited (the overlay's upper directory \
+             the Spec has network (then the host's network); the Spec's CPUs as a CPU quota, \
+             its memory as a memory limit, 1024 tasks per CPU; disk is not limited (the overlay's upper directory \
              is under {})",
             dirs.bundles.display()
         ),

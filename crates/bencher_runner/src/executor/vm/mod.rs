@@ -214,6 +214,7 @@ async fn probe_boot(host: &VmHost) -> Result<Duration, String> {
         memory: 256 << 20,
         disk: 64 << 20,
         network: false,
+        tasks: Resources::tasks_for(1),
     };
     let (outcome, console) = boot(
         host,
