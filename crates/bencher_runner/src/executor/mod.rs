@@ -1,7 +1,8 @@
 //! The job executor: runs a job's command from its image's root filesystem in a
 //! Sandbox, iteration by iteration, and turns what happened into an [`ExecOutcome`].
 //! IO: each sandbox's module (`host` for sandbox `none`, `oci_runtime` for `container`
-//! and `gvisor`); `plan` is pure,
+//! and `gvisor`, `vm` for `qemu`); `job` admits, plans and iterates the same way for
+//! every sandbox; `plan` is pure,
 //! `rootfs` reads and creates paths inside a root filesystem, `capture` reads pipes.
 //!
 //! # Contract
@@ -39,6 +40,7 @@
 
 mod capture;
 mod host;
+mod job;
 mod oci_runtime;
 mod plan;
 mod rootfs;

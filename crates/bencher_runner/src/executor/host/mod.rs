@@ -44,8 +44,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::capture::{Captured, OutputBudget, capture};
-use super::plan::{self, Credentials};
-use super::rootfs::Root;
+use super::job::{Ended, Planned, admit, plan_process, run_iterations};
+use super::plan::Credentials;
 use super::{Capability, ExecOutcome, ExecRequest, OutputLimits, Sandbox};
 use init::{REPORT_LEN, Report};
 
@@ -56,8 +56,6 @@ const INIT_EXIT_SLACK: Duration = Duration::from_secs(1);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// The exit code reported for an iteration the executor killed: SIGKILL's.
 const KILLED: i32 = 128 + 9;
-/// The largest passwd or group file read from an image.
-const MAX_ACCOUNT_FILE: u64 = 16 << 20;
 
 /// What an iteration runs, prepared once per job.
 #[derive(Debug)]
@@ -75,18 +73,6 @@ struct HostJob {
     file_size: bool,
 }
 
-/// How an iteration ended.
-enum Ended {
-    /// The benchmark exited; its output files (if any) were collected.
-    Exited(IterationResult),
-    /// The benchmark exited but its output files could not be collected.
-    FilesFailed(IterationResult, String),
-    TimedOut(IterationResult),
-    Canceled(IterationResult),
-    /// Nothing ran, or the job ended without a status.
-    Failed(Option<IterationResult>, String),
-}
-
 pub(super) async fn execute(request: ExecRequest, cancel: CancellationToken) -> ExecOutcome {
     let ExecRequest {
         rootfs,
@@ -101,24 +87,12 @@ pub(super) async fn execute(request: ExecRequest, cancel: CancellationToken) -> 
         results: Vec::new(),
         error,
     };
-    if let Err(error) = config.validate() {
-        return refuse(format!("invalid job: {error}"));
-    }
-    let iterations = config.iter.unwrap_or(bencher_types::DEFAULT_ITERATIONS);
-    if iterations == 0 {
-        return refuse("invalid job: iter must be at least 1".to_owned());
-    }
+    let admitted = match admit(&config, &limits) {
+        Ok(admitted) => admitted,
+        Err(error) => return refuse(error),
+    };
     let files: Arc<[String]> = config.file_paths.clone().unwrap_or_default().into();
-    if files.len() > limits.max_file_count as usize {
-        return refuse(format!(
-            "the job asks for {} output files; this runner collects at most {} (--max-file-count)",
-            files.len(),
-            limits.max_file_count
-        ));
-    }
-    let allow_failure = config.allow_failure.unwrap_or(false);
-    // One deadline for the whole job, every iteration included.
-    let deadline = Instant::now() + Duration::from_secs(config.timeout.into());
+    let deadline = admitted.deadline;
 
     let job = match tokio::task::spawn_blocking(move || {
         prepare(rootfs, &image, &config, &limits, grace_period)
@@ -129,53 +103,11 @@ pub(super) async fn execute(request: ExecRequest, cancel: CancellationToken) -> 
         Ok(Err(error)) => return refuse(error),
         Err(error) => return refuse(format!("preparing the job failed: {error}")),
     };
-    tracing::debug!(argv = ?job.argv, iterations, "running a job on the host");
-
-    let mut results = Vec::new();
-    for index in 1..=iterations {
-        if cancel.is_cancelled() {
-            return ExecOutcome::Canceled { results };
-        }
-        if Instant::now() >= deadline {
-            return ExecOutcome::TimedOut { results };
-        }
-        let which = |error: String| format!("iteration {index} of {iterations}: {error}");
-        match iteration(&job, &files, &limits, deadline, &cancel).await {
-            Ended::Exited(result) => {
-                let code = result.exit_code;
-                results.push(result);
-                if code != 0 && !allow_failure {
-                    return ExecOutcome::Failed {
-                        results,
-                        error: which(format!("the command exited with code {code}")),
-                    };
-                }
-            }
-            Ended::FilesFailed(result, error) => {
-                results.push(result);
-                return ExecOutcome::Failed {
-                    results,
-                    error: which(error),
-                };
-            }
-            Ended::TimedOut(partial) => {
-                results.push(partial);
-                return ExecOutcome::TimedOut { results };
-            }
-            Ended::Canceled(partial) => {
-                results.push(partial);
-                return ExecOutcome::Canceled { results };
-            }
-            Ended::Failed(partial, error) => {
-                results.extend(partial);
-                return ExecOutcome::Failed {
-                    results,
-                    error: which(error),
-                };
-            }
-        }
-    }
-    ExecOutcome::Completed { results }
+    tracing::debug!(argv = ?job.argv, iterations = admitted.iterations, "running a job on the host");
+    run_iterations(&admitted, &cancel, |_| {
+        iteration(&job, &files, &limits, deadline, &cancel)
+    })
+    .await
 }
 
 /// Decides the command, environment, working directory and user, reading the image's
@@ -187,27 +119,16 @@ fn prepare(
     limits: &OutputLimits,
     grace: Duration,
 ) -> Result<HostJob, String> {
-    let root = Root::open(&rootfs, limits.max_symlinks).map_err(|e| {
-        format!(
-            "cannot open the image's root filesystem {}: {e}",
-            rootfs.display()
-        )
-    })?;
-    let account_file = |path: &str| match root.read_file(path, MAX_ACCOUNT_FILE) {
-        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(format!("cannot read the image's {e}")),
-    };
-    let passwd = account_file("/etc/passwd")?;
-    let group = account_file("/etc/group")?;
-    let plan_error = |e: plan::PlanError| e.to_string();
-    let credentials =
-        plan::credentials(image.user(), passwd.as_deref(), group.as_deref()).map_err(plan_error)?;
+    let Planned {
+        argv,
+        env,
+        working_dir,
+        credentials,
+    } = plan_process(&rootfs, image, config, limits.max_symlinks)?;
     Ok(HostJob {
-        argv: plan::command(image, config).map_err(plan_error)?,
-        env: plan::environment(image, config.env.as_ref(), credentials.home.as_deref())
-            .map_err(plan_error)?,
-        working_dir: plan::working_dir(image).map_err(plan_error)?,
+        argv,
+        env,
+        working_dir,
         credentials,
         rootfs,
         grace,

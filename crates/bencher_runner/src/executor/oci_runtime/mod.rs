@@ -57,6 +57,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::capture::{Captured, OutputBudget, capture};
+use super::job::{Ended, Planned, admit, plan_process, run_iterations};
 use super::plan;
 use super::rootfs::{Root, RootfsError};
 use super::{Capability, ExecOutcome, ExecRequest, Resources, Sandbox};
@@ -70,8 +71,6 @@ const EXIT_SLACK: Duration = Duration::from_secs(5);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// The exit code reported for an iteration the executor killed: SIGKILL's.
 const KILLED: i32 = 128 + 9;
-/// The largest passwd or group file read from an image.
-const MAX_ACCOUNT_FILE: u64 = 16 << 20;
 /// Mount points the runtime mounts on; made in the root first, as `none` does.
 const MOUNT_POINTS: [&str; 3] = ["/proc", "/sys", "/dev"];
 /// How long `check`'s probe container may take.
@@ -174,15 +173,6 @@ struct Job {
     file_size: bool,
 }
 
-/// How an iteration ended.
-enum Ended {
-    Exited(IterationResult),
-    FilesFailed(IterationResult, String),
-    TimedOut(IterationResult),
-    Canceled(IterationResult),
-    Failed(Option<IterationResult>, String),
-}
-
 pub(super) async fn execute(
     runtime: Runtime,
     request: ExecRequest,
@@ -200,49 +190,27 @@ pub(super) async fn execute(
         results: Vec::new(),
         error,
     };
-    if let Err(error) = config.validate() {
-        return refuse(format!("invalid job: {error}"));
-    }
-    let iterations = config.iter.unwrap_or(bencher_types::DEFAULT_ITERATIONS);
-    if iterations == 0 {
-        return refuse("invalid job: iter must be at least 1".to_owned());
-    }
+    let admitted = match admit(&config, &limits) {
+        Ok(admitted) => admitted,
+        Err(error) => return refuse(error),
+    };
     let files: Arc<[String]> = config.file_paths.clone().unwrap_or_default().into();
-    if files.len() > limits.max_file_count as usize {
-        return refuse(format!(
-            "the job asks for {} output files; this runner collects at most {} (--max-file-count)",
-            files.len(),
-            limits.max_file_count
-        ));
-    }
-    let allow_failure = config.allow_failure.unwrap_or(false);
-    let deadline = Instant::now() + Duration::from_secs(config.timeout.into());
+    let deadline = admitted.deadline;
 
     let prepared = tokio::task::spawn_blocking(move || -> Result<Job, String> {
         let binary = runtime.binary()?;
         let dirs = Dirs::of(runtime);
         dirs.prepare()?;
-        let root = Root::open(&rootfs, limits.max_symlinks).map_err(|e| {
-            format!(
-                "cannot open the image's root filesystem {}: {e}",
-                rootfs.display()
-            )
-        })?;
-        let account_file = |path: &str| match root.read_file(path, MAX_ACCOUNT_FILE) {
-            Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(format!("cannot read the image's {e}")),
-        };
-        let passwd = account_file("/etc/passwd")?;
-        let group = account_file("/etc/group")?;
-        let plan_error = |e: plan::PlanError| e.to_string();
-        let credentials = plan::credentials(image.user(), passwd.as_deref(), group.as_deref())
-            .map_err(plan_error)?;
+        let Planned {
+            argv,
+            env,
+            working_dir,
+            credentials,
+        } = plan_process(&rootfs, &image, &config, limits.max_symlinks)?;
         let process = Process {
-            argv: plan::command(&image, &config).map_err(plan_error)?,
-            env: plan::environment(&image, config.env.as_ref(), credentials.home.as_deref())
-                .map_err(plan_error)?,
-            working_dir: plan::working_dir(&image).map_err(plan_error)?,
+            argv,
+            env,
+            working_dir,
             credentials,
             grace_ms: u64::try_from(grace_period.as_millis()).unwrap_or(u64::MAX),
         };
@@ -265,18 +233,9 @@ pub(super) async fn execute(
         Ok(Err(error)) => return refuse(error),
         Err(error) => return refuse(format!("preparing the job failed: {error}")),
     };
-    tracing::debug!(argv = ?job.process.argv, iterations, runtime = runtime.name(), "running a job in a container");
-
-    let mut results = Vec::new();
-    for index in 1..=iterations {
-        if cancel.is_cancelled() {
-            return ExecOutcome::Canceled { results };
-        }
-        if Instant::now() >= deadline {
-            return ExecOutcome::TimedOut { results };
-        }
-        let which = |error: String| format!("iteration {index} of {iterations}: {error}");
-        match iteration(
+    tracing::debug!(argv = ?job.process.argv, iterations = admitted.iterations, runtime = runtime.name(), "running a job in a container");
+    run_iterations(&admitted, &cancel, |index| {
+        iteration(
             &job,
             index,
             &files,
@@ -284,43 +243,8 @@ pub(super) async fn execute(
             deadline,
             &cancel,
         )
-        .await
-        {
-            Ended::Exited(result) => {
-                let code = result.exit_code;
-                results.push(result);
-                if code != 0 && !allow_failure {
-                    return ExecOutcome::Failed {
-                        results,
-                        error: which(format!("the command exited with code {code}")),
-                    };
-                }
-            }
-            Ended::FilesFailed(result, error) => {
-                results.push(result);
-                return ExecOutcome::Failed {
-                    results,
-                    error: which(error),
-                };
-            }
-            Ended::TimedOut(partial) => {
-                results.push(partial);
-                return ExecOutcome::TimedOut { results };
-            }
-            Ended::Canceled(partial) => {
-                results.push(partial);
-                return ExecOutcome::Canceled { results };
-            }
-            Ended::Failed(partial, error) => {
-                results.extend(partial);
-                return ExecOutcome::Failed {
-                    results,
-                    error: which(error),
-                };
-            }
-        }
-    }
-    ExecOutcome::Completed { results }
+    })
+    .await
 }
 
 /// One iteration's container and bundle; [`Container::finish`] removes both, and

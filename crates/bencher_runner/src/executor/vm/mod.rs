@@ -47,15 +47,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::capture::Captured;
+use super::job::{Planned, admit, plan_process};
 use super::plan;
-use super::rootfs::Root;
 use super::{Capability, ExecOutcome, ExecRequest, OutputLimits, Resources, Sandbox};
 pub use qemu::Accel;
 
 /// The exit code reported for an iteration the executor killed: SIGKILL's.
 const KILLED: i32 = 128 + 9;
-/// The largest passwd or group file read from an image.
-const MAX_ACCOUNT_FILE: u64 = 16 << 20;
 /// The serial console kept for error messages.
 const CONSOLE_TAIL: usize = 8 << 10;
 /// How long a probe boot may take: a guest that needs longer is of no use.
@@ -389,23 +387,11 @@ pub(super) async fn execute_qemu(request: ExecRequest, cancel: CancellationToken
         results: Vec::new(),
         error,
     };
-    if let Err(error) = config.validate() {
-        return refuse(format!("invalid job: {error}"));
-    }
-    let iterations = config.iter.unwrap_or(bencher_types::DEFAULT_ITERATIONS);
-    if iterations == 0 {
-        return refuse("invalid job: iter must be at least 1".to_owned());
-    }
-    let file_count = config.file_paths.as_ref().map_or(0, Vec::len);
-    if file_count > limits.max_file_count as usize {
-        return refuse(format!(
-            "the job asks for {file_count} output files; this runner collects at most {} \
-             (--max-file-count)",
-            limits.max_file_count
-        ));
-    }
-    // One deadline for the whole job, the boot included.
-    let deadline = Instant::now() + Duration::from_secs(config.timeout.into());
+    let admitted = match admit(&config, &limits) {
+        Ok(admitted) => admitted,
+        Err(error) => return refuse(error),
+    };
+    let (iterations, deadline) = (admitted.iterations, admitted.deadline);
     let host = match tokio::task::spawn_blocking(probe).await {
         Ok(Ok(host)) => host,
         Ok(Err(error)) => return refuse(format!("sandbox `qemu` is not available: {error}")),
@@ -433,30 +419,19 @@ fn prepare(
     grace: Duration,
     iterations: u32,
 ) -> Result<PreparedJob, String> {
-    let root = Root::open(rootfs, limits.max_symlinks).map_err(|e| {
-        format!(
-            "cannot open the image's root filesystem {}: {e}",
-            rootfs.display()
-        )
-    })?;
-    let account_file = |path: &str| match root.read_file(path, MAX_ACCOUNT_FILE) {
-        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(format!("cannot read the image's {e}")),
-    };
-    let passwd = account_file("/etc/passwd")?;
-    let group = account_file("/etc/group")?;
-    let plan_error = |e: plan::PlanError| e.to_string();
-    let credentials =
-        plan::credentials(image.user(), passwd.as_deref(), group.as_deref()).map_err(plan_error)?;
+    let Planned {
+        argv,
+        env,
+        working_dir,
+        credentials,
+    } = plan_process(rootfs, image, config, limits.max_symlinks)?;
     let guest = GuestConfig {
         channel: GuestChannel::VirtioSerial {
             name: qemu::PORT_NAME.to_owned(),
         },
-        argv: plan::command(image, config).map_err(plan_error)?,
-        env: plan::environment(image, config.env.as_ref(), credentials.home.as_deref())
-            .map_err(plan_error)?,
-        working_dir: plan::working_dir(image).map_err(plan_error)?,
+        argv,
+        env,
+        working_dir,
         uid: credentials.uid,
         gid: credentials.gid,
         groups: credentials.groups,
