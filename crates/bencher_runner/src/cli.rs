@@ -48,6 +48,73 @@ pub enum Command {
     /// Changes nothing: it reports the host as it is, with the current value of every
     /// knob host tuning would set.
     Noise(NoiseArgs),
+    /// Install the runner as a systemd service: a unit and its environment file
+    ///
+    /// Takes the same settings as `runner up` (flags or environment variables). The
+    /// key, host and runner go into an environment file readable by root alone
+    /// (/etc/bencher-runner/env, mode 0600), never onto the command line; the unit
+    /// (/etc/systemd/system/bencher-runner.service) runs `runner up` with the other
+    /// settings, restarts it, and gives it the drain timeout to stop. Re-running it
+    /// with the same settings changes nothing; files that differ are replaced only with
+    /// --force.
+    Install(Box<InstallArgs>),
+    /// Show what the runner on this host is doing: the connection, the current job,
+    /// results waiting in the spool and the host tuning state
+    ///
+    /// Reads the status file a running `runner up` keeps in its spool directory, the
+    /// spool and the tuning state; changes nothing. Exits 0 when it could read them,
+    /// whether a runner runs or not.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub up: UpArgs,
+    /// Write the files under this directory instead of / (to build an image, or to
+    /// look at them first)
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Replace a unit or environment file that differs from what would be written
+    #[arg(long)]
+    pub force: bool,
+    /// Then reload systemd, enable the service and (re)start it with systemctl
+    #[arg(long)]
+    pub enable: bool,
+    /// Print the unit and the environment file (key hidden) instead of writing them
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The `up` settings given on the command line or in the environment, as typed
+    /// (never the key), found by `Cli::try_parse_checked_from`.
+    #[arg(skip)]
+    pub given: Vec<GivenSetting>,
+}
+
+/// One `runner up` setting given to `runner install`, to be written into the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GivenSetting {
+    /// clap's id, the field name (`drain_timeout`).
+    pub id: String,
+    /// The flag without dashes (`drain-timeout`).
+    pub long: String,
+    /// The environment variable `runner up` also reads it from, if any.
+    pub env: Option<String>,
+    /// The value as typed; `None` for a flag that is set (`--aslr`).
+    pub value: Option<OsString>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// The spool directory of the runner to look at, where it keeps its status file
+    /// [default: as `runner up`]
+    #[arg(long)]
+    pub spool_dir: Option<PathBuf>,
+    /// The root under which the tuning state is kept. For tests: a fake tree.
+    #[arg(long, hide = true, default_value = "/")]
+    pub tuning_root: PathBuf,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -172,8 +239,21 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let cli = Self::try_parse_from(args)?;
-        if let Command::Up(up) = &cli.command
+        let mut command = <Self as clap::CommandFactory>::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        let mut cli = <Self as clap::FromArgMatches>::from_arg_matches(&matches)
+            .map_err(|error| error.format(&mut command))?;
+        if let (Command::Install(install), Some(("install", matches))) =
+            (&mut cli.command, matches.subcommand())
+        {
+            install.given = given_settings(matches);
+        }
+        let up = match &cli.command {
+            Command::Up(up) => Some(&**up),
+            Command::Install(install) => Some(&install.up),
+            _ => None,
+        };
+        if let Some(up) = up
             && up.no_auto_update
             && up.max_download_size.is_some()
         {
@@ -185,6 +265,47 @@ impl Cli {
         }
         Ok(cli)
     }
+}
+
+/// The `runner up` settings in `matches` that came from the command line or the
+/// environment, not from defaults, in the order `up` declares them. Generic over
+/// `UpArgs`, so a flag added to `up` is carried into the service without a change here.
+/// The key is left out: it is taken parsed, never as typed.
+fn given_settings(matches: &clap::ArgMatches) -> Vec<GivenSetting> {
+    use clap::parser::ValueSource;
+    let up = <UpArgs as clap::Args>::augment_args(clap::Command::new("up"));
+    let mut given = Vec::new();
+    for arg in up.get_arguments() {
+        let id = arg.get_id().as_str();
+        let (Some(long), true) = (arg.get_long(), id != "key") else {
+            continue;
+        };
+        if !matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
+            continue;
+        }
+        let value = if arg.get_action().takes_values() {
+            match matches.get_raw(id).and_then(|mut values| values.next()) {
+                Some(value) => Some(value.to_owned()),
+                None => continue,
+            }
+        } else {
+            // A switch: only when it is on (BENCHER_NO_AUTO_UPDATE=false is given, off).
+            if !matches.get_one::<bool>(id).copied().unwrap_or(false) {
+                continue;
+            }
+            None
+        };
+        given.push(GivenSetting {
+            id: id.to_owned(),
+            long: long.to_owned(),
+            env: arg.get_env().map(|env| env.to_string_lossy().into_owned()),
+            value,
+        });
+    }
+    given
 }
 
 impl UpArgs {

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bencher_runner::agent::{self, Exit};
-use bencher_runner::cli::{Cli, Command, NoiseArgs, UpArgs};
+use bencher_runner::cli::{Cli, Command, InstallArgs, NoiseArgs, StatusArgs, UpArgs};
 use bencher_runner::noise;
 use bencher_runner::run_local;
 use bencher_runner::tuning::Tuning;
+use bencher_runner::{service, status};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -33,6 +34,8 @@ fn main() -> ExitCode {
             // It handles its own signals: one cancels the job.
             Command::Run(args) => run_local::run(*args).await,
             Command::Noise(args) => noise(args).await,
+            Command::Install(args) => install(&args),
+            Command::Status(args) => status(&args),
         }
     });
     match result {
@@ -62,6 +65,64 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `runner install`: prints what it wrote, never the key.
+fn install(args: &InstallArgs) -> anyhow::Result<ExitCode> {
+    if args.dry_run {
+        let binary = std::env::current_exe()
+            .and_then(std::fs::canonicalize)
+            .context("cannot find the path of this runner binary")?;
+        let plan = service::plan(args, &binary)?;
+        println!("# {}", plan.unit_path.display());
+        print!("{}", plan.unit);
+        println!("\n# {} (mode 0600)", plan.env_path.display());
+        print!("{}", plan.env_redacted());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let installed = service::install(args)?;
+    println!(
+        "unit {}: {}",
+        installed.plan.unit_path.display(),
+        installed.unit
+    );
+    println!(
+        "environment file {} (mode 0600): {}",
+        installed.plan.env_path.display(),
+        installed.env
+    );
+    if installed.enabled {
+        println!("{} enabled and running", service::SERVICE);
+    } else if installed.unit.changed() || installed.env.changed() {
+        println!(
+            "next: systemctl daemon-reload && systemctl enable {0} && systemctl restart {0}",
+            service::SERVICE
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `runner status`: exit 0 when every part could be read, running or not.
+fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let spool_dir = match &args.spool_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            bencher_runner::cli::default_dirs()
+                .map_err(anyhow::Error::msg)?
+                .spool
+        }
+    };
+    let report = status::gather(&spool_dir, &args.tuning_root);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", status::render(&report));
+    }
+    Ok(if report.complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `runner noise`: probes and prints; changes nothing on the host.

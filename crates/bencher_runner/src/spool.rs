@@ -265,6 +265,106 @@ impl Spool {
     }
 }
 
+/// What a spool file is, as [`list`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListedKind {
+    /// Waits for an acknowledgement; sent on every connection.
+    Pending,
+    /// The server never acknowledged it; kept for an operator, no longer sent.
+    Unacknowledged,
+    /// Not a readable message; set aside.
+    Unreadable,
+}
+
+/// One file of the spool, for `runner status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Listed {
+    /// `None` for an unreadable file whose name is no job's.
+    pub job: Option<JobUuid>,
+    pub kind: ListedKind,
+    /// `completed`, `failed` or `canceled`, when readable.
+    pub event: Option<&'static str>,
+    pub path: PathBuf,
+    pub modified: SystemTime,
+}
+
+/// Lists the spool at `dir` without opening it: no lock, nothing renamed or removed,
+/// so it is safe while a runner owns the spool. A missing directory is an empty spool
+/// (no runner has run with it). Oldest first.
+pub fn list(dir: &Path) -> Result<Vec<Listed>, SpoolError> {
+    let io = |action, path: &Path| {
+        let path = path.to_owned();
+        move |source| SpoolError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io("list", dir)(e)),
+    };
+    let mut listed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io("list", dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let (stem, kind) = if let Some(stem) = name.strip_suffix(&format!(".{EXTENSION}")) {
+            (stem, ListedKind::Pending)
+        } else if let Some(stem) = name.strip_suffix(&format!(".{EXTENSION}.{PARKED_SUFFIX}")) {
+            (stem, ListedKind::Unacknowledged)
+        } else if let Some(stem) = name.strip_suffix(&format!(".{UNREADABLE_SUFFIX}")) {
+            (
+                stem.strip_suffix(&format!(".{EXTENSION}")).unwrap_or(stem),
+                ListedKind::Unreadable,
+            )
+        } else {
+            continue;
+        };
+        let job = stem.parse::<JobUuid>().ok();
+        // `status.json` and the like: not a job's file.
+        if job.is_none() && kind != ListedKind::Unreadable {
+            continue;
+        }
+        let path = entry.path();
+        let metadata = match entry.metadata() {
+            Ok(metadata) => metadata,
+            // Acknowledged and removed between the listing and now.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io("read", &path)(e)),
+        };
+        if !metadata.is_file() {
+            continue;
+        }
+        let modified = metadata.modified().map_err(io("read", &path))?;
+        let event = match (kind, job) {
+            (ListedKind::Unreadable, _) | (_, None) => None,
+            (_, Some(job)) => match fs::read(&path) {
+                Ok(bytes) => decode(job, &bytes).map(|message| event_name(&message)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("read", &path)(e)),
+            },
+        };
+        // A pending file that does not decode is one the runner sets aside on its next
+        // start.
+        let kind = if kind == ListedKind::Pending && event.is_none() {
+            ListedKind::Unreadable
+        } else {
+            kind
+        };
+        listed.push(Listed {
+            job,
+            kind,
+            event,
+            path,
+            modified,
+        });
+    }
+    listed.sort_by(|a, b| (a.modified, &a.path).cmp(&(b.modified, &b.path)));
+    Ok(listed)
+}
+
 /// A terminal message about `job`, or `None` when the bytes are anything else.
 fn decode(job: JobUuid, bytes: &[u8]) -> Option<RunnerMessage> {
     let text = std::str::from_utf8(bytes).ok()?;
@@ -289,6 +389,37 @@ mod tests {
             output: None,
             environment: None,
         }
+    }
+
+    #[test]
+    fn list_reads_without_taking_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(list(&dir.path().join("missing")).unwrap(), Vec::new());
+        let spool = Spool::open(dir.path()).unwrap();
+        let (a, b) = (JobUuid::new_v4(), JobUuid::new_v4());
+        spool.write(&completed(a)).unwrap();
+        spool.write(&RunnerMessage::Canceled { job: b }).unwrap();
+        spool.park(b).unwrap();
+        fs::write(dir.path().join("status.json"), b"{}").unwrap();
+        let junk = dir.path().join(format!("{}.json", JobUuid::new_v4()));
+        fs::write(&junk, b"junk").unwrap();
+        // While the spool is open (locked) by this process.
+        let mut listed = list(dir.path()).unwrap();
+        listed.sort_by_key(|l| l.kind as u8);
+        let summary: Vec<_> = listed.iter().map(|l| (l.kind, l.event)).collect();
+        assert_eq!(
+            summary,
+            [
+                (ListedKind::Pending, Some("completed")),
+                (ListedKind::Unacknowledged, Some("canceled")),
+                (ListedKind::Unreadable, None),
+            ]
+        );
+        assert_eq!(listed[0].job, Some(a));
+        assert_eq!(listed[1].job, Some(b));
+        // Nothing was renamed or removed: only `load` sets the junk aside.
+        assert!(junk.exists());
+        assert_eq!(spool.load().unwrap().messages.len(), 1);
     }
 
     #[test]

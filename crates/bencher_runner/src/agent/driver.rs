@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::core::{self, Assignment, Effect, Exit, Input, JobOutcome, Note, State};
 use super::link::{self, LinkConfig, LinkEvent, Outgoing};
 use crate::spool::{Spool, SpoolError};
+use crate::status::file::StatusFile;
 
 /// How often the core gets a `Tick`: the heartbeat period.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -95,6 +96,8 @@ pub async fn run<B: JobBackend>(
     let (link_tx, mut link_events) = mpsc::unbounded_channel();
     let (outgoing_tx, outgoing_rx) = mpsc::unbounded_channel();
     let stop = CancellationToken::new();
+    // Before the link moves: the status file names the channel (never the key).
+    let mut status = StatusFile::start(spool.dir(), &link_config.url);
     let link_task = tokio::spawn(link::run(link_config, link_tx, outgoing_rx, stop.clone()));
     let ticker = tokio::spawn(tick(inputs_tx.clone(), stop.clone()));
 
@@ -117,12 +120,13 @@ pub async fn run<B: JobBackend>(
                     Input::Prepared { job }
                 }
             },
-            Some(event) = link_events.recv() => match event {
+            Some(event) = link_events.recv() => { status.on_link(&event); match event {
                 LinkEvent::Connected { id } => {
                     driver.conn = Some(id);
                     Input::Connected
                 }
-                LinkEvent::Disconnected { id } => {
+                LinkEvent::ConnectFailed { .. } => continue,
+                LinkEvent::Disconnected { id, .. } => {
                     if driver.conn == Some(id) {
                         driver.conn = None;
                     }
@@ -134,11 +138,12 @@ pub async fn run<B: JobBackend>(
                     driver.conn = None;
                     Input::Unauthorized
                 }
-            },
+            }},
             Some(()) = signals.recv() => Input::Signal,
         };
         let mut exit = None;
         for effect in core::step(&mut state, input) {
+            status.on_effect(&effect);
             if let Effect::Exit(how) = effect {
                 exit = Some(how);
                 break;

@@ -136,6 +136,12 @@ pub enum LinkEvent {
     Message(Result<ServerMessage, ParseError>),
     Disconnected {
         id: u64,
+        reason: String,
+    },
+    /// An attempt to connect failed; the link retries after a backoff. Only the status
+    /// file cares (`crate::status::file`): the core sees nothing of it.
+    ConnectFailed {
+        error: String,
     },
     /// HTTP 401 on the upgrade: the key is wrong, rotated, or the runner archived. The
     /// link stops.
@@ -195,7 +201,7 @@ pub async fn run(
                     return;
                 }
                 tracing::warn!(reason = %reason, "disconnected from the server");
-                if events.send(LinkEvent::Disconnected { id }).is_err() {
+                if events.send(LinkEvent::Disconnected { id, reason }).is_err() {
                     return;
                 }
             }
@@ -205,6 +211,9 @@ pub async fn run(
             }
             Err(ConnectError::Other(error)) => {
                 tracing::warn!(url = %config.url, error = %error, "cannot connect to the server");
+                if events.send(LinkEvent::ConnectFailed { error }).is_err() {
+                    return;
+                }
             }
         }
         let delay = backoff.next_delay(rand::random::<f64>());

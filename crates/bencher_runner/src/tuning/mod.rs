@@ -40,7 +40,7 @@ use crate::cli::TuningArgs;
 /// on purpose: the knobs are host-wide, whatever `--spool-dir` each runner has.
 pub const TUNING_DIR: &str = "var/lib/bencher-runner/tuning";
 const LOCK_FILE: &str = "lock";
-const BOOT_ID: &str = "proc/sys/kernel/random/boot_id";
+pub(crate) const BOOT_ID: &str = "proc/sys/kernel/random/boot_id";
 /// How often a runner waiting for another runner's benchmark tries the lock again.
 const LOCK_RETRY: Duration = Duration::from_millis(200);
 
