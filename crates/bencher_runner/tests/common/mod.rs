@@ -239,6 +239,11 @@ impl RunnerDirs {
         self.spool.path().join(format!("{job}.json")).exists()
     }
 
+    /// The spool directory (`--spool-dir`), where the runner also keeps its status file.
+    pub fn spool_path(&self) -> &std::path::Path {
+        self.spool.path()
+    }
+
     /// Everything the runner logged so far, over all its starts.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
@@ -313,6 +318,11 @@ impl Runner {
 
     pub fn log(&self) -> String {
         self.dirs.log()
+    }
+
+    /// The runner's spool directory.
+    pub fn spool_path(&self) -> &std::path::Path {
+        self.dirs.spool_path()
     }
 
     /// Whether the runner's spool holds an unacknowledged result for the job.
