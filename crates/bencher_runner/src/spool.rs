@@ -323,7 +323,7 @@ pub fn list(dir: &Path) -> Result<Vec<Listed>, SpoolError> {
             continue;
         };
         let job = stem.parse::<JobUuid>().ok();
-        // `status.json` and the like: not a job's file.
+        // `other.json` and the like: not a job's file.
         if job.is_none() && kind != ListedKind::Unreadable {
             continue;
         }
@@ -400,7 +400,7 @@ mod tests {
         spool.write(&completed(a)).unwrap();
         spool.write(&RunnerMessage::Canceled { job: b }).unwrap();
         spool.park(b).unwrap();
-        fs::write(dir.path().join("status.json"), b"{}").unwrap();
+        fs::write(dir.path().join("other.json"), b"{}").unwrap();
         let junk = dir.path().join(format!("{}.json", JobUuid::new_v4()));
         fs::write(&junk, b"junk").unwrap();
         // While the spool is open (locked) by this process.

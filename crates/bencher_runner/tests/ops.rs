@@ -350,7 +350,7 @@ async fn status_follows_a_real_runner() {
         text.contains("running (pid") && text.contains("connected since"),
         "{text}"
     );
-    let file = std::fs::read_to_string(spool.join("status.json")).unwrap();
+    let file = std::fs::read_to_string(spool.join("status")).unwrap();
     assert!(!file.contains(&key), "the status file never holds the key");
 
     // Killed: the file stays, but its process is gone.

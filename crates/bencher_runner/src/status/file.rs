@@ -1,6 +1,6 @@
 //! The agent's status file: what a running `runner up` publishes about itself (pid,
 //! version, channel URL, connection, current job) for `runner status` to read. IO: one
-//! file, `status.json`, in the spool directory; every call blocks (it is small).
+//! file, `status` (JSON), in the spool directory; every call blocks (it is small).
 //!
 //! It lives in the spool directory because that directory belongs to exactly one
 //! runner process (the spool's `flock`), so two runners on a host never share a status
@@ -23,8 +23,9 @@ use url::Url;
 use crate::agent::core::{Effect, Exit, Note};
 use crate::agent::link::LinkEvent;
 
-/// The file's name in the spool directory (never a `<uuid>.json`, so the spool ignores it).
-pub const STATUS_FILE: &str = "status.json";
+/// The file's name in the spool directory. JSON, but not named `*.json`: in the spool
+/// those are results, for the spool and for an operator listing it.
+pub const STATUS_FILE: &str = "status";
 /// Prefix of the temporary file renamed over it.
 const TMP_PREFIX: &str = ".status-";
 const FORMAT_VERSION: u32 = 1;
@@ -58,7 +59,7 @@ pub struct CurrentJob {
     pub since: DateTime<Utc>,
 }
 
-/// The content of `status.json`.
+/// The content of the status file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentStatus {
     pub version: u32,
@@ -104,8 +105,16 @@ pub struct StatusFile {
 }
 
 impl StatusFile {
-    /// The status of this process, starting to connect to `channel`; writes it.
+    /// The status of this process, starting to connect to `channel`; writes it. Call it
+    /// with the spool open (locked): temporary files a crashed writer left are removed.
     pub fn start(dir: &Path, channel: &Url) -> Self {
+        if let Ok(entries) = fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
         let now = Utc::now();
         let pid = std::process::id();
         let file = Self {
@@ -308,7 +317,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read(dir.path()).unwrap(), None);
         let url = Url::parse("wss://user:secret@example.com/v0/runners/r/channel?x=1").unwrap();
-        let mut file = StatusFile::start(dir.path(), &url);
+        let file = StatusFile::start(dir.path(), &url);
         let read_back = read(dir.path()).unwrap().unwrap();
         assert_eq!(&read_back, file.status());
         assert!(
@@ -317,7 +326,10 @@ mod tests {
             read_back.channel
         );
         assert!(read_back.alive(), "this process is alive");
-
+        // A leftover of a crashed writer goes at the next start.
+        fs::write(dir.path().join(format!("{TMP_PREFIX}x")), b"{").unwrap();
+        let mut file = StatusFile::start(dir.path(), &url);
+        assert!(!dir.path().join(format!("{TMP_PREFIX}x")).exists());
         file.disconnected("refused", true);
         file.disconnected("refused again", true);
         let Connection::Disconnected {
