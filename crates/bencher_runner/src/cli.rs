@@ -1,6 +1,8 @@
 //! The `runner` command line: `runner up` with the flags and environment variables of
 //! the self-hosted runner guide (a public contract: names, defaults and env vars stay
-//! exactly as documented), each value parsed into its validated type here. IO: only
+//! exactly as documented), each value parsed into its validated type here; also
+//! `run`, `noise`, `install` (which takes `up`'s settings, and records which were
+//! given) and `status`. IO: only
 //! `default_dirs`, which looks at the process's user and environment.
 
 use std::ffi::{OsStr, OsString};
