@@ -2,8 +2,8 @@
 //! the self-hosted runner guide (a public contract: names, defaults and env vars stay
 //! exactly as documented), each value parsed into its validated type here; also
 //! `run`, `noise`, `install` (which takes `up`'s settings, and records which were
-//! given) and `status`. IO: only
-//! `default_dirs`, which looks at the process's user and environment.
+//! given) and `status`. IO: only `default_dirs`, which looks at the process's user and
+//! environment.
 
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;

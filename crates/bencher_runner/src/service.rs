@@ -224,7 +224,8 @@ pub fn plan(args: &InstallArgs, binary: &Path) -> Result<Plan, InstallError> {
          # user of the host can read.\n\
          EnvironmentFile=/{ENV_PATH}\n\
          ExecStart={exec_start}\n\
-         # Always: a crash, a lost host or a self-update that exits all bring it back.\n\
+         # Always: a crash, a failed start or a self-update that exits all bring it back\n\
+         # (a refused key too, every RestartSec, until the environment file is fixed).\n\
          Restart=always\n\
          RestartSec=5\n\
          # On SIGTERM the runner drains: no new job, the current one may run for\n\
