@@ -218,6 +218,7 @@ fn request_with(image: ImageConfig, config: JobConfig) -> ExecRequest {
         resources: Resources::RUN_DEFAULT,
         limits: OutputLimits::default(),
         grace_period: Duration::from_millis(200),
+        placement: None,
     }
 }
 

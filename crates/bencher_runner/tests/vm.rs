@@ -197,6 +197,7 @@ fn request(setup: &Setup, image: ImageConfig, config: JobConfig) -> ExecRequest 
         },
         limits: OutputLimits::default(),
         grace_period: Duration::from_millis(500),
+        placement: None,
     }
 }
 

@@ -9,13 +9,16 @@ use bencher_types::protocol::JobEnvironment;
 use tokio_util::sync::CancellationToken;
 
 use super::error_chain;
+use crate::executor::Placement;
 use crate::noise::{self, ProbeSize, TuningFingerprint};
-use crate::tuning::{Applied, ApplyError, Tuning, TuningState};
+use crate::tuning::cpuset::{self, Hierarchy};
+use crate::tuning::{Applied, ApplyError, JobCpus, Tuning, TuningState};
 
 /// The host as tuned for one job; [`Tuned::after_job`] restores it.
 pub struct Tuned {
     applied: Option<Applied>,
     environment: Option<JobEnvironment>,
+    placement: Option<Placement>,
 }
 
 /// The job was canceled while waiting for another runner's benchmark.
@@ -25,6 +28,12 @@ impl Tuned {
     /// The verified tuning state, for the job's record (`None` when not tuned).
     pub fn state(&self) -> Option<&TuningState> {
         self.applied.as_ref().map(Applied::state)
+    }
+
+    /// Where the job runs: the cpuset partition's first CPUs, as many as its Spec has
+    /// (`None` without a partition).
+    pub fn placement(&self) -> Option<Placement> {
+        self.placement.clone()
     }
 
     /// The noise probe and fingerprint taken before the job, for its result.
@@ -52,14 +61,16 @@ impl Tuned {
     }
 }
 
-/// Tunes the host (unless `tuning` is `None`: `--no-tuning`) and probes its noise.
+/// Tunes the host (unless `tuning` is `None`: `--no-tuning`), places a job of
+/// `spec_cpus` CPUs on the cpuset partition, and probes the noise there.
 /// A host that cannot be tuned runs the job untuned, logged; only a cancel stops it.
 pub async fn before_job(
     tuning: Option<&Tuning>,
     sandbox: &str,
+    spec_cpus: u32,
     cancel: &CancellationToken,
 ) -> Result<Tuned, Canceled> {
-    let applied = match tuning {
+    let mut applied = match tuning {
         None => None,
         Some(tuning) => match tuning.apply(cancel).await {
             Ok(applied) => Some(applied),
@@ -73,9 +84,29 @@ pub async fn before_job(
             }
         },
     };
+    // Before the fingerprint, which records the job's CPUs with the tuning state.
+    let job_cpus = applied.as_mut().and_then(|a| a.place_job(spec_cpus));
+    let placement = job_cpus.as_ref().map(placement_of);
     if let Some(applied) = &applied {
         let state = applied.state();
         tracing::info!(knobs = %state.summary(), "host tuned");
+        if let Some(detail) = state.cpuset() {
+            tracing::info!(
+                benchmark = %detail.benchmark_cpus,
+                housekeeping = %detail.housekeeping_cpus,
+                job = ?detail.job_cpus,
+                exclusivity = ?detail.exclusivity,
+                "cpuset partition"
+            );
+            if let Some(asked) = detail.spec_cpus_capped {
+                tracing::warn!(
+                    spec_cpus = asked,
+                    benchmark = %detail.benchmark_cpus,
+                    "the Spec asks for more CPUs than the benchmark CPUs; the job gets the \
+                     benchmark CPUs only (CPU quota and vCPUs included)"
+                );
+            }
+        }
         for knob in &state.knobs {
             tracing::debug!(
                 knob = %knob.knob,
@@ -95,8 +126,21 @@ pub async fn before_job(
         None => TuningFingerprint::Disabled,
     };
     let sandbox = sandbox.to_owned();
+    let probe_on = job_cpus.as_ref().and_then(|job| cpuset::cpu_set(&job.cpus));
+    let housekeeping = applied
+        .as_ref()
+        .and_then(Applied::cpuset)
+        .and_then(|active| cpuset::cpu_set(&active.split.housekeeping));
     let probed = tokio::task::spawn_blocking(move || {
+        // The probe measures the CPUs the job gets, then its thread (a runner thread)
+        // goes back to housekeeping.
+        if let Some(set) = &probe_on {
+            let _ = rustix::thread::sched_setaffinity(None, set);
+        }
         let noise = noise::probe(ProbeSize::SHORT);
+        if let (Some(_), Some(set)) = (&probe_on, &housekeeping) {
+            let _ = rustix::thread::sched_setaffinity(None, set);
+        }
         let print = noise::fingerprint(&root, Some(&sandbox), tuning_print);
         (noise, print)
     })
@@ -129,5 +173,17 @@ pub async fn before_job(
     Ok(Tuned {
         applied,
         environment,
+        placement,
     })
+}
+
+fn placement_of(job: &JobCpus) -> Placement {
+    Placement {
+        cpus: job.cpus.clone(),
+        cgroup: job.cgroup.as_ref().map(|(dir, _)| dir.clone()),
+        oci_parent: match &job.cgroup {
+            Some((_, Hierarchy::V2)) => Some(format!("/{}", cpuset::CGROUP_NAME)),
+            _ => None,
+        },
+    }
 }

@@ -322,3 +322,19 @@ pub(super) fn spec(
         .linux(linux)
         .build()
 }
+
+/// Puts the container on the benchmark CPUs (`linux.resources.cpu.cpus`, which runc
+/// and runsc write to the container's cpuset), and on cgroup v2 below the partition's
+/// cgroup, outside which its CPUs cannot be had. Kept apart from `spec` so the CPU
+/// quota and every other limit stay where they are.
+pub(super) fn place(spec: &mut Spec, id: &str, placement: &super::super::Placement) {
+    let Some(linux) = spec.linux_mut() else {
+        return;
+    };
+    if let Some(parent) = &placement.oci_parent {
+        linux.set_cgroups_path(Some(format!("{parent}/{id}").into()));
+    }
+    let resources = linux.resources_mut().get_or_insert_with(Default::default);
+    let cpu = resources.cpu_mut().get_or_insert_with(Default::default);
+    cpu.set_cpus(Some(placement.cpu_list()));
+}
