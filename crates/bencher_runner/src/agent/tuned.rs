@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::error_chain;
 use crate::executor::Placement;
 use crate::noise::{self, ProbeSize, TuningFingerprint};
-use crate::tuning::cpuset::{self, Hierarchy};
+use crate::tuning::cpuset;
 use crate::tuning::{Applied, ApplyError, JobCpus, Tuning, TuningState};
 
 /// The host as tuned for one job; [`Tuned::after_job`] restores it.
@@ -86,7 +86,7 @@ pub async fn before_job(
     };
     // Before the fingerprint, which records the job's CPUs with the tuning state.
     let job_cpus = applied.as_mut().and_then(|a| a.place_job(spec_cpus));
-    let placement = job_cpus.as_ref().map(placement_of);
+    let placement = job_cpus.as_ref().map(JobCpus::placement);
     if let Some(applied) = &applied {
         let state = applied.state();
         tracing::info!(knobs = %state.summary(), "host tuned");
@@ -175,15 +175,4 @@ pub async fn before_job(
         environment,
         placement,
     })
-}
-
-fn placement_of(job: &JobCpus) -> Placement {
-    Placement {
-        cpus: job.cpus.clone(),
-        cgroup: job.cgroup.as_ref().map(|(dir, _)| dir.clone()),
-        oci_parent: match &job.cgroup {
-            Some((_, Hierarchy::V2)) => Some(format!("/{}", cpuset::CGROUP_NAME)),
-            _ => None,
-        },
-    }
 }

@@ -681,6 +681,21 @@ pub struct JobCpus {
     pub cgroup: Option<(PathBuf, cpuset::Hierarchy)>,
 }
 
+impl JobCpus {
+    /// What the sandboxes take. On cgroup v2 a container's cgroup goes below ours,
+    /// the only place a partition's CPUs can be had.
+    pub fn placement(&self) -> crate::executor::Placement {
+        crate::executor::Placement {
+            cpus: self.cpus.clone(),
+            cgroup: self.cgroup.as_ref().map(|(dir, _)| dir.clone()),
+            oci_parent: match &self.cgroup {
+                Some((_, cpuset::Hierarchy::V2)) => Some(format!("/{}", cpuset::CGROUP_NAME)),
+                _ => None,
+            },
+        }
+    }
+}
+
 /// The host, tuned; put back by [`Applied::restore`] (or, as a last resort, on drop).
 /// Holds the host-wide lock and the C-state request until then.
 #[derive(Debug)]
