@@ -1,5 +1,7 @@
 //! Host tuning: the kernel knobs set before each benchmark to lower measurement noise,
-//! and put back after it. The only place in the runner that writes `/proc` or `/sys`.
+//! and put back after it. The only place in the runner that writes `/proc` or `/sys`
+//! (a job's process joining the runner's cpuset cgroup, `executor::placement`, aside).
+//! The cpuset partition (`cpuset`) also creates a cgroup and moves the runner's threads.
 //! IO: kernel files under the tuning root (`/` on a real host, a fake tree in tests),
 //! the state file and lock under `ROOT/var/lib/bencher-runner/tuning/`; every call
 //! blocks except [`Tuning::apply`].
@@ -16,6 +18,9 @@
 //! - Verified: every write is read back; a knob the host lacks (file missing, write
 //!   refused, value read back different) is `unsupported` with the reason, never
 //!   skipped silently. [`TuningState`] is what a job's record carries.
+//! - What writing an original back cannot undo (the cpuset cgroup, enabling the cpuset
+//!   controller) is an [`state::Undo`] entry of the same state file. The runner's
+//!   thread affinities are undone from memory only: they die with the runner.
 //! - Deep C-states are held off by a request on `/dev/cpu_dma_latency` that lives as
 //!   long as its file descriptor: the kernel drops it when the runner dies.
 
