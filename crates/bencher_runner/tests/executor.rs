@@ -1685,6 +1685,7 @@ async fn the_job_runs_on_the_benchmark_cpus(sandbox: Sandbox) {
             .filter(|&c| set.is_set(c as usize))
             .collect::<Vec<_>>()
     };
+    let before = affinity();
     let tuning = Tuning::new("/".into()).with_settings(Settings::only(Knob::Cpuset, "partition"));
     // Other tests of this binary (the other sandboxes) take turns on the host lock.
     let mut applied = tuning.apply(&CancellationToken::new()).await.unwrap();
