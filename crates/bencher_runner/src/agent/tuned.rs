@@ -127,19 +127,17 @@ pub async fn before_job(
     };
     let sandbox = sandbox.to_owned();
     let probe_on = job_cpus.as_ref().and_then(|job| cpuset::cpu_set(&job.cpus));
-    let housekeeping = applied
-        .as_ref()
-        .and_then(Applied::cpuset)
-        .and_then(|active| cpuset::cpu_set(&active.split.housekeeping));
     let probed = tokio::task::spawn_blocking(move || {
-        // The probe measures the CPUs the job gets, then its thread (a runner thread)
-        // goes back to housekeeping.
-        if let Some(set) = &probe_on {
-            let _ = rustix::thread::sched_setaffinity(None, set);
-        }
+        // The probe measures the CPUs the job gets; then its thread (a runner thread)
+        // goes back to the affinity it had, the housekeeping CPUs while tuned.
+        let prior = probe_on.and_then(|set| {
+            let prior = rustix::thread::sched_getaffinity(None).ok()?;
+            rustix::thread::sched_setaffinity(None, &set).ok()?;
+            Some(prior)
+        });
         let noise = noise::probe(ProbeSize::SHORT);
-        if let (Some(_), Some(set)) = (&probe_on, &housekeeping) {
-            let _ = rustix::thread::sched_setaffinity(None, set);
+        if let Some(prior) = &prior {
+            let _ = rustix::thread::sched_setaffinity(None, prior);
         }
         let print = noise::fingerprint(&root, Some(&sandbox), tuning_print);
         (noise, print)
@@ -175,4 +173,55 @@ pub async fn before_job(
         environment,
         placement,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tuning::Settings;
+    use crate::tuning::knob::{CPUS_ONLINE, Knob};
+
+    /// A fake host of 2 CPUs without a cpuset hierarchy: the job is placed by affinity
+    /// on the one benchmark CPU, and a 4-CPU Spec is capped there, in the record too.
+    #[tokio::test]
+    async fn a_job_is_placed_on_the_benchmark_cpus_and_a_larger_spec_is_capped() {
+        let root = tempfile::tempdir().unwrap();
+        let online = root.path().join(CPUS_ONLINE);
+        std::fs::create_dir_all(online.parent().unwrap()).unwrap();
+        std::fs::write(&online, "0-1\n").unwrap();
+        std::fs::create_dir_all(root.path().join(cpuset::SELF_TASKS)).unwrap();
+        let tuning = Tuning::new(root.path().to_owned())
+            .with_settings(Settings::only(Knob::Cpuset, "partition"));
+        let Ok(tuned) = before_job(Some(&tuning), "none", 4, &CancellationToken::new()).await
+        else {
+            panic!("not canceled");
+        };
+        let placement = tuned.placement().expect("placed");
+        assert_eq!(placement.cpus, vec![1]);
+        assert_eq!(
+            (placement.cgroup.as_ref(), placement.oci_parent.as_ref()),
+            (None, None)
+        );
+        let detail = tuned.state().and_then(TuningState::cpuset).unwrap().clone();
+        assert_eq!(detail.job_cpus.as_deref(), Some("1"));
+        assert_eq!(detail.spec_cpus_capped, Some(4));
+        // The record the job's result carries says so too.
+        let environment = tuned.environment().expect("fingerprint");
+        assert!(
+            environment
+                .fingerprint
+                .to_string()
+                .contains("spec_cpus_capped")
+        );
+        tuned.after_job().await;
+
+        // `--cpuset`: nothing placed.
+        let kept =
+            Tuning::new(root.path().to_owned()).with_settings(Settings::only(Knob::Aslr, "0"));
+        let Ok(tuned) = before_job(Some(&kept), "none", 1, &CancellationToken::new()).await else {
+            panic!("not canceled");
+        };
+        assert_eq!(tuned.placement(), None);
+        tuned.after_job().await;
+    }
 }
