@@ -3,7 +3,8 @@
 //! IO: each sandbox's module (`host` for sandbox `none`, `oci_runtime` for `container`
 //! and `gvisor`, `vm` for `qemu`); `job` admits, plans and iterates the same way for
 //! every sandbox; `plan` is pure,
-//! `rootfs` reads and creates paths inside a root filesystem, `capture` reads pipes.
+//! `rootfs` reads and creates paths inside a root filesystem, `capture` reads pipes,
+//! `placement` puts a spawned process on host tuning's benchmark CPUs.
 //!
 //! # Contract
 //!
