@@ -111,6 +111,7 @@ async fn timed(sandbox: Sandbox, root: &Path, argv: &[&str], iterations: u32) ->
         },
         limits: OutputLimits::default(),
         grace_period: Duration::ZERO,
+        placement: None,
     };
     let start = Instant::now();
     let outcome = executor::execute(sandbox, request, CancellationToken::new()).await;

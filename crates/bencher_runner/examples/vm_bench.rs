@@ -113,6 +113,7 @@ async fn run(root: &Path, script: &str) -> (ExecOutcome, Duration) {
         },
         limits: OutputLimits::default(),
         grace_period: Duration::ZERO,
+        placement: None,
     };
     let started = Instant::now();
     let outcome = executor::execute(Sandbox::Qemu, request, CancellationToken::new()).await;

@@ -385,6 +385,10 @@ pub struct TuningArgs {
     /// online CPU, the housekeeping CPU, for benchmarks)
     #[arg(long)]
     pub irq_affinity: bool,
+    /// Keep the host's CPU placement (default: the benchmark gets its own CPUs in a
+    /// cpuset, while the runner's threads stay on the housekeeping CPUs)
+    #[arg(long)]
+    pub cpuset: bool,
     /// The root under which /proc, /sys and /dev are tuned, and the tuning state and
     /// lock (var/lib/bencher-runner/tuning) are kept. For tests: a fake tree.
     #[arg(long, hide = true, default_value = "/")]
@@ -410,6 +414,7 @@ impl Default for TuningArgs {
             ksm: false,
             soft_watchdog: false,
             irq_affinity: false,
+            cpuset: false,
             tuning_root: PathBuf::from("/"),
         }
     }
@@ -621,6 +626,7 @@ mod tests {
             "--ksm",
             "--soft-watchdog",
             "--irq-affinity",
+            "--cpuset",
             "--cache-dir",
             "/tmp/cache",
             "--spool-dir",
@@ -639,7 +645,7 @@ mod tests {
         assert_eq!(args.tuning.perf_event_paranoid, 2);
         assert!(args.tuning.cstates && args.tuning.thp && args.tuning.numa_balancing);
         assert!(args.tuning.timer_migration && args.tuning.ksm && args.tuning.soft_watchdog);
-        assert!(args.tuning.irq_affinity);
+        assert!(args.tuning.irq_affinity && args.tuning.cpuset);
         assert_eq!(args.cache_dir, Some(PathBuf::from("/tmp/cache")));
         assert_eq!(args.spool_dir, Some(PathBuf::from("/tmp/spool")));
         // The documented default, written out, is accepted too.

@@ -251,6 +251,8 @@ pub async fn run_to(args: RunArgs, out: &mut (dyn Write + Send)) -> anyhow::Resu
             max_symlinks: args.max_symlinks,
         },
         grace_period: Duration::from_secs(args.grace_period),
+        // `runner run` does not tune the host, so there is no partition to place on.
+        placement: None,
     };
 
     let cancel = CancellationToken::new();

@@ -218,6 +218,7 @@ fn request_with(image: ImageConfig, config: JobConfig) -> ExecRequest {
         resources: Resources::RUN_DEFAULT,
         limits: OutputLimits::default(),
         grace_period: Duration::from_millis(200),
+        placement: None,
     }
 }
 
@@ -465,6 +466,7 @@ suite!(
     leftovers_get_the_grace_period_then_die,
     a_cancel_stops_the_job_within_a_second,
     an_image_that_cannot_be_prepared_fails_the_job,
+    the_job_runs_on_the_benchmark_cpus,
 );
 
 /// Tests of the container sandboxes only, once for runc and once for runsc.
@@ -1657,4 +1659,92 @@ async fn an_image_that_cannot_be_prepared_fails_the_job(sandbox: Sandbox) {
         matches!(&outcome, ExecOutcome::Failed { error, .. } if error.starts_with("invalid job")),
         "{outcome:#?}"
     );
+}
+
+/// Host tuning's cpuset partition on this real host, alone (no other knob changes):
+/// the job sees only its CPUs, the runner's (this test's) thread sits on the
+/// housekeeping CPUs meanwhile, and everything is back afterwards. Safe to run on a
+/// shared machine: it makes one cgroup of its own and moves only this process's threads,
+/// both undone at the end (and by the next start after a crash). Never timed.
+async fn the_job_runs_on_the_benchmark_cpus(sandbox: Sandbox) {
+    use bencher_runner::tuning::knob::Knob;
+    use bencher_runner::tuning::{Settings, Tuning};
+
+    let online = fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    let cpus = bencher_runner::tuning::knob::parse_cpu_list(&online).unwrap_or_default();
+    if cpus.len() < 2 {
+        eprintln!(
+            "SKIPPED: the cpuset partition needs 2 online CPUs; this host has `{}`",
+            online.trim()
+        );
+        return;
+    }
+    let affinity = || {
+        let set = rustix::thread::sched_getaffinity(None).unwrap();
+        (0..1024u32)
+            .filter(|&c| set.is_set(c as usize))
+            .collect::<Vec<_>>()
+    };
+    // One variant at a time: each moves every thread of this process (the runner's
+    // stand-in), so another variant's "before" would be this one's "during".
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let before = affinity();
+    let tuning = Tuning::new("/".into()).with_settings(Settings::only(Knob::Cpuset, "partition"));
+    // Waits while a runner on this host holds the tuning lock.
+    let mut applied = tuning.apply(&CancellationToken::new()).await.unwrap();
+    // This test's thread, the runner's stand-in, is where tuning put the runner.
+    let on_housekeeping = affinity();
+    let detail = applied
+        .state()
+        .cpuset()
+        .cloned()
+        .expect("the partition is made");
+    eprintln!("cpuset: {detail:?}");
+    let job = applied.place_job(1).expect("a placement");
+    let mut request = request(shell("cat /proc/self/status; cat /proc/self/cgroup"));
+    request.placement = Some(job.placement());
+    let outcome = run(sandbox, request).await;
+    let restored = applied.restore_async().await.unwrap();
+    let after = affinity();
+
+    let result = only(outcome);
+    let text = stdout(&result);
+    let allowed = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_owned();
+    assert!(restored.failed.is_empty(), "{restored:?}");
+    assert_eq!(
+        bencher_runner::tuning::knob::parse_cpu_list(&detail.housekeeping_cpus).unwrap(),
+        on_housekeeping,
+        "the runner's threads were on the housekeeping CPUs during the job"
+    );
+    assert_eq!(
+        after, before,
+        "the runner's threads are back where they were"
+    );
+    assert!(!Path::new("/sys/fs/cgroup/cpuset/bencher-runner").exists());
+    match sandbox {
+        // gVisor's /proc is the Sentry's own and has no `Cpus_allowed_list`: the job
+        // cannot see host CPUs. What runsc is given (config.json's cpus) is checked by
+        // `oci_runtime::bundle`'s unit test; here only that the placed job ran.
+        Sandbox::Gvisor => assert_eq!(result.exit_code, 0, "{text}"),
+        _ => assert_eq!(
+            bencher_runner::tuning::knob::parse_cpu_list(&allowed),
+            Some(job.cpus.clone()),
+            "{text}"
+        ),
+    }
+    if sandbox == Sandbox::None && detail.cgroup.is_some() {
+        // The init joined the partition's cgroup, and the benchmark is its child.
+        assert!(
+            text.lines()
+                .any(|l| l.contains(":cpuset:/bencher-runner")
+                    || l.starts_with("0::/bencher-runner")),
+            "{text}"
+        );
+    }
 }

@@ -197,6 +197,7 @@ fn request(setup: &Setup, image: ImageConfig, config: JobConfig) -> ExecRequest 
         },
         limits: OutputLimits::default(),
         grace_period: Duration::from_millis(500),
+        placement: None,
     }
 }
 
@@ -210,6 +211,34 @@ fn stdout(result: &IterationResult) -> &str {
 
 fn stderr(result: &IterationResult) -> &str {
     result.stderr.as_deref().unwrap_or_default()
+}
+
+/// `Cpus_allowed_list` of every thread of the QEMU processes of this test's VM cache.
+fn qemu_thread_cpus(cache: &str) -> Vec<String> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| {
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                cmdline.contains("qemu-system") && cmdline.contains(cache)
+            })
+        })
+        .flat_map(|entry| {
+            fs::read_dir(entry.path().join("task"))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter_map(|task| {
+            let status = fs::read_to_string(task.path().join("status")).ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .collect()
 }
 
 /// QEMU processes of this test's VM cache still running.
@@ -302,11 +331,48 @@ async fn iterations_output_identity_and_isolation_in_one_boot() {
     assert!(leftover_runs(setup).is_empty());
 
     // Nothing the job wrote reaches the next job, and the image's files are unchanged.
+    // The same boot checks CPU placement (host tuning's benchmark CPUs): QEMU and every
+    // thread of it (vCPU and I/O threads) run only on the CPU it is given, here the
+    // last online one, watched from the host while the guest runs. Affinity only: no
+    // host setting changes.
     let config = job(
         "ls -a /home/bench /tmp; if [ -e /home/bench/seen ]; then echo LEAKED; fi",
         serde_json::json!({}),
     );
-    let outcome = run(request(setup, image(serde_json::json!({})), config)).await;
+    let mut placed = request(setup, image(serde_json::json!({})), config);
+    let online = bencher_runner::tuning::knob::parse_cpu_list(
+        &fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let pinned = online.last().copied().filter(|_| online.len() >= 2);
+    placed.placement = pinned.map(|cpu| executor::Placement {
+        cpus: vec![cpu],
+        cgroup: None,
+        oci_parent: None,
+    });
+    let watching = tokio_util::sync::CancellationToken::new();
+    let watcher = tokio::spawn({
+        let watching = watching.clone();
+        let cache = setup.cache.to_string_lossy().into_owned();
+        async move {
+            let mut seen = std::collections::BTreeSet::new();
+            while !watching.is_cancelled() {
+                seen.extend(qemu_thread_cpus(&cache));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seen
+        }
+    });
+    let outcome = run(placed).await;
+    watching.cancel();
+    let seen = watcher.await.unwrap();
+    match pinned {
+        Some(cpu) => {
+            assert!(!seen.is_empty(), "QEMU's threads were never seen running");
+            assert_eq!(seen, std::collections::BTreeSet::from([cpu.to_string()]));
+        }
+        None => eprintln!("SKIPPED (placement part): one online CPU, nothing to pin to"),
+    }
     let ExecOutcome::Completed { results } = outcome else {
         panic!("{outcome:?}");
     };

@@ -106,23 +106,35 @@ impl JobBackend for HostBackend {
                 };
             }
         };
-        let request = ExecRequest {
-            rootfs: prepared.rootfs.clone(),
-            image: prepared.image.config.clone(),
-            config: prepared.assignment.config.clone(),
-            resources: Resources::from_spec(&prepared.assignment.spec),
-            limits: self.limits,
-            grace_period: self.grace_period,
-        };
+        let mut resources = Resources::from_spec(&prepared.assignment.spec);
         let sandbox_name = prepared
             .assignment
             .spec
             .sandbox
             .map_or("none", |s| s.as_str());
-        let Ok(tuned) = tuned::before_job(self.tuning.as_ref(), sandbox_name, &cancel).await else {
+        let Ok(tuned) =
+            tuned::before_job(self.tuning.as_ref(), sandbox_name, resources.cpus, &cancel).await
+        else {
             return JobOutcome::Canceled {
                 results: Vec::new(),
             };
+        };
+        let placement = tuned.placement();
+        if let Some(placement) = &placement {
+            // A Spec larger than the benchmark CPUs gets those only (the record says
+            // so, `spec_cpus_capped`): a CPU quota or vCPUs beyond its CPUs would only
+            // time-share them.
+            let cpus = u32::try_from(placement.cpus.len()).unwrap_or(u32::MAX);
+            resources.cpus = resources.cpus.min(cpus).max(1);
+        }
+        let request = ExecRequest {
+            rootfs: prepared.rootfs.clone(),
+            image: prepared.image.config.clone(),
+            config: prepared.assignment.config.clone(),
+            resources,
+            limits: self.limits,
+            grace_period: self.grace_period,
+            placement,
         };
         let outcome = executor::execute(sandbox, request, cancel).await;
         let environment = tuned.environment();

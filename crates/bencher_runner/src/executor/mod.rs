@@ -3,7 +3,8 @@
 //! IO: each sandbox's module (`host` for sandbox `none`, `oci_runtime` for `container`
 //! and `gvisor`, `vm` for `qemu`); `job` admits, plans and iterates the same way for
 //! every sandbox; `plan` is pure,
-//! `rootfs` reads and creates paths inside a root filesystem, `capture` reads pipes.
+//! `rootfs` reads and creates paths inside a root filesystem, `capture` reads pipes,
+//! `placement` puts a spawned process on host tuning's benchmark CPUs.
 //!
 //! # Contract
 //!
@@ -42,6 +43,7 @@ mod capture;
 mod host;
 mod job;
 mod oci_runtime;
+mod placement;
 mod plan;
 mod rootfs;
 mod vm;
@@ -219,6 +221,26 @@ pub struct ExecRequest {
     /// After the benchmark exits, how long processes it left behind may keep running
     /// (and writing output files) before they are killed and the output collected.
     pub grace_period: Duration,
+    /// The CPUs host tuning set aside for the job (`None`: wherever the host
+    /// schedules it). Every sandbox puts the whole job there.
+    pub placement: Option<Placement>,
+}
+
+/// Where a job runs: host tuning's cpuset partition (`crate::tuning::cpuset`).
+/// `none` and `qemu` start their process inside the cgroup with this affinity (so
+/// QEMU's vCPU threads and its I/O thread are all on the job's CPUs); `container` and
+/// `gvisor` give the CPUs to the runtime in `config.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The job's CPUs, in order; not empty.
+    pub cpus: Vec<u32>,
+    /// The cpuset cgroup holding the benchmark CPUs, if host tuning made one.
+    pub cgroup: Option<PathBuf>,
+    /// cgroup v2: the cgroup path (from the hierarchy's top, `/bencher-runner`) a
+    /// container's cgroup goes below, because a v2 partition's CPUs are out of reach of
+    /// cgroups outside it. `None` on v1, where runc's usual `/bencher/…` cpuset can
+    /// take the CPUs (and nesting would leave our name in every v1 hierarchy).
+    pub oci_parent: Option<String>,
 }
 
 /// How a job ended: every variant carries the iterations' results so far.

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 /// One knob of host tuning. The order of `ALL` is the order of applying; restoring
 /// goes backwards, so SMT (which takes CPUs offline, and their cpufreq and IRQ files
-/// with them) is applied last and restored first.
+/// with them) is applied late and restored early. The cpuset partition comes after it:
+/// it splits the CPUs SMT left online.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Knob {
@@ -29,10 +30,11 @@ pub enum Knob {
     IrqAffinity,
     WorkqueueAffinity,
     Smt,
+    Cpuset,
 }
 
 impl Knob {
-    pub const ALL: [Knob; 15] = [
+    pub const ALL: [Knob; 16] = [
         Knob::Aslr,
         Knob::NmiWatchdog,
         Knob::SoftWatchdog,
@@ -48,6 +50,7 @@ impl Knob {
         Knob::IrqAffinity,
         Knob::WorkqueueAffinity,
         Knob::Smt,
+        Knob::Cpuset,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +70,7 @@ impl Knob {
             Knob::IrqAffinity => "irq_affinity",
             Knob::WorkqueueAffinity => "workqueue_affinity",
             Knob::Smt => "smt",
+            Knob::Cpuset => "cpuset",
         }
     }
 }
@@ -160,6 +164,8 @@ pub enum Resolved {
     Files(Vec<Target>),
     /// `/dev/cpu_dma_latency`: a request held while its file descriptor is open.
     LatencyRequest { path: PathBuf, microseconds: i32 },
+    /// The cpuset partition (`super::cpuset`): a cgroup and thread affinities.
+    Cpuset(super::cpuset::CpusetPlan),
     /// The host lacks the knob; why.
     Unsupported(String),
 }
@@ -319,6 +325,10 @@ pub fn resolve(root: &Path, knob: Knob, value: &str) -> Resolved {
                 Format::CpuMask,
             )]),
             Ok(_) => Resolved::Unsupported(missing(root, WORKQUEUE_CPUMASK)),
+            Err(reason) => Resolved::Unsupported(reason),
+        },
+        Knob::Cpuset => match super::cpuset::plan(root) {
+            Ok(plan) => Resolved::Cpuset(plan),
             Err(reason) => Resolved::Unsupported(reason),
         },
     }

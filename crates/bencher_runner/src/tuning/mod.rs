@@ -1,5 +1,7 @@
 //! Host tuning: the kernel knobs set before each benchmark to lower measurement noise,
-//! and put back after it. The only place in the runner that writes `/proc` or `/sys`.
+//! and put back after it. The only place in the runner that writes `/proc` or `/sys`
+//! (a job's process joining the runner's cpuset cgroup, `executor::placement`, aside).
+//! The cpuset partition (`cpuset`) also creates a cgroup and moves the runner's threads.
 //! IO: kernel files under the tuning root (`/` on a real host, a fake tree in tests),
 //! the state file and lock under `ROOT/var/lib/bencher-runner/tuning/`; every call
 //! blocks except [`Tuning::apply`].
@@ -16,9 +18,13 @@
 //! - Verified: every write is read back; a knob the host lacks (file missing, write
 //!   refused, value read back different) is `unsupported` with the reason, never
 //!   skipped silently. [`TuningState`] is what a job's record carries.
+//! - What writing an original back cannot undo (the cpuset cgroup, enabling the cpuset
+//!   controller) is an [`state::Undo`] entry of the same state file. The runner's
+//!   thread affinities are undone from memory only: they die with the runner.
 //! - Deep C-states are held off by a request on `/dev/cpu_dma_latency` that lives as
 //!   long as its file descriptor: the kernel drops it when the runner dies.
 
+pub mod cpuset;
 pub mod knob;
 pub mod state;
 
@@ -32,8 +38,9 @@ use rustix::fs::{FlockOperation, flock};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use self::cpuset::CpusetDetail;
 use self::knob::{Format, Knob, Resolved, Target, io_reason};
-use self::state::{Original, SavedState, StateError};
+use self::state::{Original, SavedState, StateError, Undo};
 use crate::cli::TuningArgs;
 
 /// The tuning directory (state file and lock), relative to the tuning root. Host-wide
@@ -91,11 +98,29 @@ impl Settings {
                     Knob::IrqAffinity | Knob::WorkqueueAffinity => {
                         unless(args.irq_affinity, "housekeeping")
                     }
+                    Knob::Cpuset => unless(args.cpuset, "partition"),
                 };
                 (knob, wanted)
             })
             .collect();
         Some(Self { wanted })
+    }
+
+    /// One knob set, every other kept at the host's value: for tools and tests that
+    /// want one knob's effect alone (the cpuset partition on a real host).
+    pub fn only(knob: Knob, value: &str) -> Self {
+        let wanted = Knob::ALL
+            .iter()
+            .map(|&k| {
+                let wanted = if k == knob {
+                    Wanted::Set(value.to_owned())
+                } else {
+                    Wanted::Keep
+                };
+                (k, wanted)
+            })
+            .collect();
+        Self { wanted }
     }
 
     pub fn wanted(&self, knob: Knob) -> &Wanted {
@@ -123,6 +148,9 @@ pub struct KnobState {
     pub actual: Option<String>,
     #[serde(flatten)]
     pub status: KnobStatus,
+    /// The cpuset partition's CPUs (knob `cpuset` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset: Option<CpusetDetail>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +172,11 @@ pub enum KnobStatus {
 impl TuningState {
     pub fn get(&self, knob: Knob) -> Option<&KnobState> {
         self.knobs.iter().find(|k| k.knob == knob)
+    }
+
+    /// The cpuset partition in effect, if the knob made one.
+    pub fn cpuset(&self) -> Option<&CpusetDetail> {
+        self.get(Knob::Cpuset)?.cpuset.as_ref()
     }
 
     /// `aslr=applied smt=unsupported …`, for one log line.
@@ -329,6 +362,29 @@ impl Tuning {
                 }
             }
         }
+        for undo in saved.undo.iter().rev() {
+            match undo {
+                Undo::RemoveCgroup { knob, path } => {
+                    let dir = self.root.join(path);
+                    match cpuset::remove_cgroup(&dir) {
+                        Ok(true) => restored.written.push(path.clone()),
+                        Ok(false) => restored.unchanged += 1,
+                        Err(e) => restored
+                            .failed
+                            .push(format!("{knob}: {}", io_reason(&dir, &e))),
+                    }
+                }
+                Undo::Write { knob, path, value } => {
+                    let file = self.root.join(path);
+                    match write_value(&file, value) {
+                        Ok(()) => restored.written.push(path.clone()),
+                        Err(e) => restored
+                            .failed
+                            .push(format!("{knob}: {}", io_reason(&file, &e))),
+                    }
+                }
+            }
+        }
         restored
     }
 
@@ -400,22 +456,31 @@ impl Tuning {
                 _ => Vec::new(),
             })
             .collect();
-        if !originals.is_empty() {
-            state::save(
-                &self.dir,
-                &SavedState::new(self.boot_id(), originals.clone()),
-            )?;
+        let undo: Vec<Undo> = plans
+            .iter()
+            .flat_map(|plan| match &plan.action {
+                Action::Cpuset(cpuset::CpusetPlan {
+                    cgroup: Some(cgroup),
+                }) => cgroup.undo(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let saved = SavedState::new(self.boot_id(), originals, undo);
+        if !saved.is_empty() {
+            state::save(&self.dir, &saved)?;
         }
         let mut latency = None;
+        let mut cpuset = None;
         let knobs = plans
             .into_iter()
-            .map(|plan| self.execute(plan, &mut latency))
+            .map(|plan| self.execute(plan, &mut latency, &mut cpuset))
             .collect();
         Ok(Applied {
             tuning: self.clone(),
-            saved: (!originals.is_empty()).then(|| SavedState::new(None, originals)),
+            saved: (!saved.is_empty()).then_some(saved),
             state: TuningState { knobs },
             latency,
+            cpuset,
             lock: Some(lock),
             done: false,
         })
@@ -437,6 +502,7 @@ impl Tuning {
             Resolved::LatencyRequest { path, microseconds } => {
                 Action::Latency(self.root.join(path), microseconds)
             }
+            Resolved::Cpuset(plan) => Action::Cpuset(plan),
             Resolved::Files(targets) => Action::Files(
                 targets
                     .into_iter()
@@ -462,16 +528,27 @@ impl Tuning {
         }
     }
 
-    fn execute(&self, plan: Plan, latency: &mut Option<File>) -> KnobState {
+    fn execute(
+        &self,
+        plan: Plan,
+        latency: &mut Option<File>,
+        active: &mut Option<cpuset::Active>,
+    ) -> KnobState {
         let mut knob_state = KnobState {
             knob: plan.knob,
             requested: plan.requested,
             original: None,
             actual: None,
             status: KnobStatus::Kept,
+            cpuset: None,
         };
         match plan.action {
             Action::Keep => {}
+            Action::Cpuset(cpuset_plan) => {
+                let (state, made) = cpuset::apply(&self.root, cpuset_plan, knob_state.requested);
+                *active = made;
+                return state;
+            }
             Action::Unsupported(reason) => {
                 knob_state.status = KnobStatus::Unsupported { reason };
             }
@@ -563,6 +640,7 @@ impl Tuning {
             .map(|&knob| {
                 let value = match knob::resolve(&self.root, knob, "") {
                     Resolved::Unsupported(reason) => Err(reason),
+                    Resolved::Cpuset(_) => cpuset::observe(&self.root),
                     Resolved::LatencyRequest { path, .. } => {
                         let path = self.root.join(path);
                         read_latency(&path)
@@ -596,8 +674,31 @@ enum Action {
     Keep,
     Unsupported(String),
     Latency(PathBuf, i32),
+    Cpuset(cpuset::CpusetPlan),
     /// Each file and its original value (or why it cannot be read).
     Files(Vec<(Target, Result<String, String>)>),
+}
+
+/// Where one job runs: its CPUs and the cpuset cgroup to join (with its hierarchy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCpus {
+    pub cpus: Vec<u32>,
+    pub cgroup: Option<(PathBuf, cpuset::Hierarchy)>,
+}
+
+impl JobCpus {
+    /// What the sandboxes take. On cgroup v2 a container's cgroup goes below ours,
+    /// the only place a partition's CPUs can be had.
+    pub fn placement(&self) -> crate::executor::Placement {
+        crate::executor::Placement {
+            cpus: self.cpus.clone(),
+            cgroup: self.cgroup.as_ref().map(|(dir, _)| dir.clone()),
+            oci_parent: match &self.cgroup {
+                Some((_, cpuset::Hierarchy::V2)) => Some(format!("/{}", cpuset::CGROUP_NAME)),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// The host, tuned; put back by [`Applied::restore`] (or, as a last resort, on drop).
@@ -608,6 +709,8 @@ pub struct Applied {
     saved: Option<SavedState>,
     state: TuningState,
     latency: Option<File>,
+    /// The cpuset partition, while it holds the runner's threads on housekeeping CPUs.
+    cpuset: Option<cpuset::Active>,
     lock: Option<File>,
     done: bool,
 }
@@ -616,6 +719,34 @@ impl Applied {
     /// The verified state, for the job's record.
     pub fn state(&self) -> &TuningState {
         &self.state
+    }
+
+    /// The cpuset partition in effect: where jobs go.
+    pub fn cpuset(&self) -> Option<&cpuset::Active> {
+        self.cpuset.as_ref()
+    }
+
+    /// Places a job of a Spec with `spec_cpus` CPUs: the first benchmark CPUs, as many
+    /// as the Spec has (the same CPUs every time, so runs compare), or all of them when
+    /// it asks for more, which the record says. `None` without a partition.
+    pub fn place_job(&mut self, spec_cpus: u32) -> Option<JobCpus> {
+        let active = self.cpuset.as_ref()?;
+        let benchmark = &active.split.benchmark;
+        let wanted = usize::try_from(spec_cpus).unwrap_or(usize::MAX).max(1);
+        let cpus: Vec<u32> = benchmark.iter().copied().take(wanted).collect();
+        let capped = (wanted > benchmark.len()).then_some(spec_cpus);
+        let cgroup = active.cgroup.clone();
+        if let Some(detail) = self
+            .state
+            .knobs
+            .iter_mut()
+            .find(|k| k.knob == Knob::Cpuset)
+            .and_then(|k| k.cpuset.as_mut())
+        {
+            detail.job_cpus = Some(cpuset::format_cpu_list(&cpus));
+            detail.spec_cpus_capped = capped;
+        }
+        Some(JobCpus { cpus, cgroup })
     }
 
     /// Puts every changed file back and removes the state file. Blocking.
@@ -635,10 +766,18 @@ impl Applied {
         self.done = true;
         // The latency request ends with its file descriptor.
         self.latency = None;
-        let restored = match &self.saved {
+        // The runner's threads first: they must not stay on the housekeeping CPUs
+        // whatever happens to the files.
+        let threads = self
+            .cpuset
+            .take()
+            .map(|active| active.restore_threads(&self.tuning.root))
+            .unwrap_or_default();
+        let mut restored = match &self.saved {
             Some(saved) => self.tuning.restore_saved(saved),
             None => Restored::default(),
         };
+        restored.failed.extend(threads);
         // Removed even if some files could not be written back: they will not take
         // the value later either, and a state file left now would be applied again
         // over a future benchmark's originals.

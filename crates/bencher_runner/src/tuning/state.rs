@@ -40,16 +40,40 @@ pub struct SavedState {
     pub pid: u32,
     /// In the order applied; restored backwards.
     pub originals: Vec<Original>,
+    /// Changes that are not a file's value (a cgroup created), in the order made;
+    /// undone backwards, after the originals. Absent in files of older runners.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undo: Vec<Undo>,
+}
+
+/// How to undo one change that writing an original value back cannot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Undo {
+    /// Remove this runner-owned cgroup (relative to the tuning root) and any below it.
+    RemoveCgroup { knob: Knob, path: PathBuf },
+    /// Write this value, whatever the file reads (`-cpuset` to a `subtree_control`,
+    /// whose read form is not its write form).
+    Write {
+        knob: Knob,
+        path: PathBuf,
+        value: String,
+    },
 }
 
 impl SavedState {
-    pub fn new(boot_id: Option<String>, originals: Vec<Original>) -> Self {
+    pub fn new(boot_id: Option<String>, originals: Vec<Original>, undo: Vec<Undo>) -> Self {
         Self {
             version: FORMAT_VERSION,
             boot_id,
             pid: std::process::id(),
             originals,
+            undo,
         }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.originals.is_empty() && self.undo.is_empty()
     }
 }
 
@@ -178,6 +202,10 @@ mod tests {
                 path: "sys/kernel/mm/transparent_hugepage/enabled".into(),
                 value: "madvise".into(),
                 format: Format::Choice,
+            }],
+            vec![Undo::RemoveCgroup {
+                knob: Knob::Cpuset,
+                path: "sys/fs/cgroup/cpuset/bencher-runner".into(),
             }],
         );
         save(dir.path(), &state).unwrap();

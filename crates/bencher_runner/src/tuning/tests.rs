@@ -43,7 +43,15 @@ const HOST: &[(&str, &str)] = &[
     ("proc/irq/24/smp_affinity_list", "2\n"),
     (knob::WORKQUEUE_CPUMASK, "0000000f\n"),
     (BOOT_ID, "boot-one\n"),
+    // cgroup v1 cpuset, as on a hybrid host.
+    ("sys/fs/cgroup/cpuset/cpuset.cpus", "0-3\n"),
+    ("sys/fs/cgroup/cpuset/cpuset.mems", "0\n"),
 ];
+
+/// The runner's cgroup in the v1 cpuset hierarchy of the fake host.
+const V1_CGROUP: &str = "sys/fs/cgroup/cpuset/bencher-runner";
+/// In the v2 hierarchy.
+const V2_CGROUP: &str = "sys/fs/cgroup/bencher-runner";
 
 /// What each knob's file reads (normalized) on the untuned fake host.
 const ORIGINALS: &[(&str, &str)] = &[
@@ -77,7 +85,31 @@ impl FakeHost {
             host.write(path, value);
         }
         host.write_bytes(knob::CPU_DMA_LATENCY, &2_000_000_000i32.to_ne_bytes());
+        // The runner's threads: none listed unless a test adds one (`runner_thread`).
+        std::fs::create_dir_all(host.path(cpuset::SELF_TASKS)).unwrap();
         host
+    }
+
+    /// cgroup v2 with the cpuset controller, not yet enabled for children.
+    fn v2() -> Self {
+        let host = Self::typical();
+        std::fs::remove_dir_all(host.path("sys/fs/cgroup/cpuset")).unwrap();
+        host.write(
+            "sys/fs/cgroup/cgroup.controllers",
+            "cpuset cpu io memory pids\n",
+        );
+        host.write("sys/fs/cgroup/cgroup.subtree_control", "cpu memory pids\n");
+        host
+    }
+
+    /// Lists a real thread of this test as one of the "runner's" threads, so the knob
+    /// moves it (and only it) for real.
+    fn runner_thread(&self, tid: rustix::process::Pid) {
+        std::fs::create_dir_all(
+            self.path(cpuset::SELF_TASKS)
+                .join(tid.as_raw_nonzero().to_string()),
+        )
+        .unwrap();
     }
 
     fn path(&self, relative: &str) -> PathBuf {
@@ -130,6 +162,8 @@ impl FakeHost {
             };
             assert_eq!(self.read(path, format), *value, "{path}");
         }
+        assert!(!self.path(V1_CGROUP).exists(), "the cpuset cgroup is left");
+        assert!(!self.path(V2_CGROUP).exists(), "the cpuset cgroup is left");
     }
 }
 
@@ -235,6 +269,9 @@ fn hosts_without_smt_or_with_one_cpu_say_so() {
         KnobStatus::Unsupported { reason } if reason.contains("notsupported")));
     assert!(matches!(status(state, Knob::IrqAffinity),
         KnobStatus::Unsupported { reason } if reason.contains("one online CPU")));
+    assert!(matches!(status(state, Knob::Cpuset),
+        KnobStatus::Unsupported { reason } if reason.contains("1 online CPU")));
+    assert!(!host.path(V1_CGROUP).exists());
     assert_eq!(status(state, Knob::Aslr), &KnobStatus::Applied);
     drop(applied);
     assert_eq!(host.read(knob::SMT_CONTROL, Format::Plain), "notsupported");
@@ -278,6 +315,7 @@ fn kept_knobs_are_left_alone_and_no_tuning_is_none() {
         smt: true,
         cstates: true,
         irq_affinity: true,
+        cpuset: true,
         swappiness: 30,
         governor: "schedutil".into(),
         ..TuningArgs::default()
@@ -285,7 +323,9 @@ fn kept_knobs_are_left_alone_and_no_tuning_is_none() {
     let tuning = host
         .tuning()
         .with_settings(Settings::from_args(&args).unwrap());
-    let applied = tuning.try_apply().unwrap().unwrap();
+    let mut applied = tuning.try_apply().unwrap().unwrap();
+    assert_eq!(applied.place_job(1), None, "no partition, no placement");
+    assert!(!host.path(V1_CGROUP).exists());
     let state = applied.state();
     for knob in [
         Knob::Aslr,
@@ -293,6 +333,7 @@ fn kept_knobs_are_left_alone_and_no_tuning_is_none() {
         Knob::Cstates,
         Knob::IrqAffinity,
         Knob::WorkqueueAffinity,
+        Knob::Cpuset,
     ] {
         assert_eq!(status(state, knob), &KnobStatus::Kept, "{knob}");
         assert_eq!(state.get(knob).unwrap().requested, None);
@@ -458,4 +499,164 @@ fn observing_changes_nothing() {
     );
     host.assert_untuned();
     assert!(host.state_file().is_none());
+}
+
+/// A thread that parks until told to end, and its id.
+fn parked_thread() -> (
+    rustix::process::Pid,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
+    let handle = std::thread::spawn(move || {
+        tid_tx.send(rustix::thread::gettid()).unwrap();
+        let _ = end_rx.recv();
+    });
+    (tid_rx.recv().unwrap(), end_tx, handle)
+}
+
+fn affinity(tid: rustix::process::Pid) -> Vec<u32> {
+    let set = rustix::thread::sched_getaffinity(Some(tid)).unwrap();
+    (0..64u32).filter(|&c| set.is_set(c as usize)).collect()
+}
+
+#[test]
+fn cpuset_partition_on_cgroup_v1_places_the_benchmark_and_moves_the_runner() {
+    let host = FakeHost::typical();
+    let (tid, end, handle) = parked_thread();
+    let before = affinity(tid);
+    host.runner_thread(tid);
+    let mut applied = host.tuning().try_apply().unwrap().unwrap();
+    let knob = applied.state().get(Knob::Cpuset).unwrap().clone();
+    assert_eq!(knob.status, KnobStatus::Applied, "{knob:?}");
+    assert_eq!(knob.original.as_deref(), Some("all online CPUs (0-3)"));
+    assert_eq!(
+        knob.actual.as_deref(),
+        Some("benchmark 1-3, housekeeping 0")
+    );
+    let detail = knob.cpuset.clone().unwrap();
+    assert_eq!(detail.benchmark_cpus, "1-3");
+    assert_eq!(detail.housekeeping_cpus, "0");
+    // v1: a cpuset, but the host's other tasks are not kept off it.
+    assert_eq!(detail.exclusivity, cpuset::Exclusivity::Cpuset);
+    assert_eq!(detail.cgroup, Some(host.path(V1_CGROUP)));
+    assert_eq!(detail.runner_threads, 1);
+    assert_eq!(
+        host.read(&format!("{V1_CGROUP}/cpuset.cpus"), Format::Plain),
+        "1-3"
+    );
+    assert_eq!(
+        host.read(&format!("{V1_CGROUP}/cpuset.mems"), Format::Plain),
+        "0"
+    );
+    // The "runner's" thread is on the housekeeping CPU now.
+    assert_eq!(affinity(tid), vec![0]);
+    // The undo is on disk before anything changed.
+    let saved = host.state_file().unwrap();
+    assert_eq!(
+        saved.undo,
+        vec![state::Undo::RemoveCgroup {
+            knob: Knob::Cpuset,
+            path: V1_CGROUP.into()
+        }]
+    );
+
+    // A two-CPU Spec gets the first two benchmark CPUs; an eight-CPU one all three,
+    // and the record says it asked for more.
+    let two = applied.place_job(2).unwrap();
+    assert_eq!(two.cpus, vec![1, 2]);
+    assert_eq!(
+        two.cgroup,
+        Some((host.path(V1_CGROUP), cpuset::Hierarchy::V1))
+    );
+    let detail = applied.state().cpuset().unwrap();
+    assert_eq!(
+        (detail.job_cpus.as_deref(), detail.spec_cpus_capped),
+        (Some("1-2"), None)
+    );
+    assert_eq!(applied.place_job(8).unwrap().cpus, vec![1, 2, 3]);
+    assert_eq!(applied.state().cpuset().unwrap().spec_cpus_capped, Some(8));
+    let json = serde_json::to_value(applied.state()).unwrap();
+    let record = &json["knobs"][Knob::ALL.len() - 1];
+    assert_eq!(record["knob"], "cpuset");
+    assert_eq!(record["cpuset"]["benchmark_cpus"], "1-3");
+    assert_eq!(record["cpuset"]["exclusivity"], "cpuset");
+
+    let restored = applied.restore().unwrap();
+    assert!(restored.failed.is_empty(), "{restored:?}");
+    assert_eq!(affinity(tid), before);
+    host.assert_untuned();
+    end.send(()).unwrap();
+    handle.join().unwrap();
+}
+
+#[test]
+fn cpuset_partition_on_cgroup_v2_is_a_partition_root_and_survives_a_crash() {
+    let host = FakeHost::v2();
+    let applied = host.tuning().try_apply().unwrap().unwrap();
+    let detail = applied.state().cpuset().unwrap().clone();
+    assert_eq!(status(applied.state(), Knob::Cpuset), &KnobStatus::Applied);
+    assert_eq!(detail.exclusivity, cpuset::Exclusivity::Partition);
+    assert_eq!(detail.cgroup, Some(host.path(V2_CGROUP)));
+    assert_eq!(
+        host.read(&format!("{V2_CGROUP}/cpuset.cpus.partition"), Format::Plain),
+        "root"
+    );
+    assert_eq!(
+        host.read(&format!("{V2_CGROUP}/cpuset.cpus"), Format::Plain),
+        "1-3"
+    );
+    // The controller was enabled for children, and disabling it again is on disk.
+    assert_eq!(
+        host.read("sys/fs/cgroup/cgroup.subtree_control", Format::Plain),
+        "+cpuset"
+    );
+    assert_eq!(host.state_file().unwrap().undo.len(), 2);
+
+    applied.crash();
+    assert!(host.path(V2_CGROUP).exists());
+    match host.tuning().restore_leftover().unwrap() {
+        Leftover::Restored { restored, .. } => assert!(restored.failed.is_empty(), "{restored:?}"),
+        other => panic!("{other:?}"),
+    }
+    host.assert_untuned();
+    assert_eq!(
+        host.read("sys/fs/cgroup/cgroup.subtree_control", Format::Plain),
+        "-cpuset"
+    );
+    // Again (a crash during the restore): the cgroup is already gone.
+    assert_eq!(host.tuning().restore_leftover().unwrap(), Leftover::None);
+}
+
+#[test]
+fn a_refused_partition_is_partial_and_says_why() {
+    let host = FakeHost::v2();
+    // The cgroup is there already (left by a restore that could not remove it) and its
+    // kernel refuses partitions.
+    host.refuse_writes(&format!("{V2_CGROUP}/cpuset.cpus.partition"));
+    let applied = host.tuning().try_apply().unwrap().unwrap();
+    match status(applied.state(), Knob::Cpuset) {
+        KnobStatus::Partial { reason } => assert!(reason.contains("no partition root"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let detail = applied.state().cpuset().unwrap();
+    assert_eq!(detail.exclusivity, cpuset::Exclusivity::Cpuset);
+    assert_eq!(detail.benchmark_cpus, "1-3");
+    applied.restore().unwrap();
+    host.assert_untuned();
+}
+
+#[test]
+fn without_a_cpuset_hierarchy_the_partition_is_affinity_only() {
+    let host = FakeHost::typical();
+    std::fs::remove_dir_all(host.path("sys/fs/cgroup")).unwrap();
+    let mut applied = host.tuning().try_apply().unwrap().unwrap();
+    assert_eq!(status(applied.state(), Knob::Cpuset), &KnobStatus::Applied);
+    let detail = applied.state().cpuset().unwrap();
+    assert_eq!(detail.exclusivity, cpuset::Exclusivity::Affinity);
+    assert_eq!(detail.cgroup, None);
+    assert_eq!(applied.place_job(1).unwrap().cgroup, None);
+    assert!(host.state_file().unwrap().undo.is_empty());
+    applied.restore().unwrap();
 }

@@ -71,6 +71,8 @@ struct HostJob {
     build_time: bool,
     /// Whether the output files are measured instead of read.
     file_size: bool,
+    /// The benchmark CPUs, which the init joins before anything else.
+    placement: Option<super::Placement>,
 }
 
 pub(super) async fn execute(request: ExecRequest, cancel: CancellationToken) -> ExecOutcome {
@@ -82,6 +84,7 @@ pub(super) async fn execute(request: ExecRequest, cancel: CancellationToken) -> 
         grace_period,
         // Sandbox `none` enforces none of the Spec's resources (its capability says so).
         resources: _,
+        placement,
     } = request;
     let refuse = |error: String| ExecOutcome::Failed {
         results: Vec::new(),
@@ -96,6 +99,7 @@ pub(super) async fn execute(request: ExecRequest, cancel: CancellationToken) -> 
 
     let job = match tokio::task::spawn_blocking(move || {
         prepare(rootfs, &image, &config, &limits, grace_period)
+            .map(|job| HostJob { placement, ..job })
     })
     .await
     {
@@ -135,6 +139,7 @@ fn prepare(
         max_symlinks: limits.max_symlinks,
         build_time: config.build_time.unwrap_or(false),
         file_size: config.file_size.unwrap_or(false),
+        placement: None,
     })
 }
 

@@ -410,6 +410,11 @@ fn spawn(job: &HostJob, root: &Root, handle: &Handle) -> Result<Spawned, String>
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // Before the init's hook, which does not return: the init, and so the benchmark it
+    // forks, starts on the benchmark CPUs.
+    if let Some(placement) = &job.placement {
+        super::super::placement::install(&mut command, placement)?;
+    }
     let credentials = &job.credentials;
     init::install(
         &mut command,

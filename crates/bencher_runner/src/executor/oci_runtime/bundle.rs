@@ -322,3 +322,93 @@ pub(super) fn spec(
         .linux(linux)
         .build()
 }
+
+/// Puts the container on the benchmark CPUs (`linux.resources.cpu.cpus`, which runc
+/// and runsc write to the container's cpuset), and on cgroup v2 below the partition's
+/// cgroup, outside which its CPUs cannot be had. Kept apart from `spec` so the CPU
+/// quota and every other limit stay where they are.
+pub(super) fn place(spec: &mut Spec, id: &str, placement: &super::super::Placement) {
+    let Some(linux) = spec.linux_mut() else {
+        return;
+    };
+    if let Some(parent) = &placement.oci_parent {
+        linux.set_cgroups_path(Some(format!("{parent}/{id}").into()));
+    }
+    let resources = linux.resources_mut().get_or_insert_with(Default::default);
+    let cpu = resources.cpu_mut().get_or_insert_with(Default::default);
+    cpu.set_cpus(Some(placement.cpu_list()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::Placement;
+
+    #[test]
+    fn placing_sets_the_cpus_and_on_cgroup_v2_the_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = Bundle {
+            dir: dir.path().to_owned(),
+            rootfs: dir.path().join("rootfs"),
+            report: dir.path().join("report"),
+            mounted: false,
+        };
+        let process = Process {
+            argv: vec!["true".to_owned()],
+            env: Vec::new(),
+            working_dir: "/".to_owned(),
+            credentials: crate::executor::plan::Credentials {
+                uid: 0,
+                gid: 0,
+                groups: Vec::new(),
+                home: None,
+            },
+            grace_ms: 0,
+        };
+        let resources = Resources::RUN_DEFAULT;
+        let mut spec = spec(
+            "c1",
+            &bundle,
+            Path::new("/init"),
+            &process,
+            &resources,
+            false,
+        )
+        .unwrap();
+        let quota = |spec: &Spec| {
+            let linux = spec.linux().as_ref().unwrap();
+            let cpu = linux.resources().as_ref().unwrap().cpu().as_ref().unwrap();
+            (
+                cpu.quota(),
+                cpu.cpus().clone(),
+                linux.cgroups_path().clone(),
+            )
+        };
+        let (before_quota, ..) = quota(&spec);
+        place(
+            &mut spec,
+            "c1",
+            &Placement {
+                cpus: vec![1, 2, 3],
+                cgroup: Some("/sys/fs/cgroup/cpuset/bencher-runner".into()),
+                oci_parent: None,
+            },
+        );
+        let (after_quota, cpus, path) = quota(&spec);
+        assert_eq!(after_quota, before_quota, "the quota stays the Spec's");
+        assert_eq!(cpus.as_deref(), Some("1-3"));
+        assert_eq!(path, Some("/bencher/c1".into()));
+        place(
+            &mut spec,
+            "c1",
+            &Placement {
+                cpus: vec![2],
+                cgroup: Some("/sys/fs/cgroup/bencher-runner".into()),
+                oci_parent: Some("/bencher-runner".to_owned()),
+            },
+        );
+        let (_, cpus, path) = quota(&spec);
+        assert_eq!(cpus.as_deref(), Some("2"));
+        assert_eq!(path, Some("/bencher-runner/c1".into()));
+    }
+}

@@ -171,6 +171,8 @@ struct Job {
     build_time: bool,
     /// Whether the output files are measured instead of read.
     file_size: bool,
+    /// The benchmark CPUs (`bundle::place`).
+    placement: Option<super::Placement>,
 }
 
 pub(super) async fn execute(
@@ -185,6 +187,7 @@ pub(super) async fn execute(
         resources,
         limits,
         grace_period,
+        placement,
     } = request;
     let refuse = |error: String| ExecOutcome::Failed {
         results: Vec::new(),
@@ -225,6 +228,7 @@ pub(super) async fn execute(
             max_symlinks: limits.max_symlinks,
             build_time: config.build_time.unwrap_or(false),
             file_size: config.file_size.unwrap_or(false),
+            placement,
         })
     })
     .await;
@@ -312,7 +316,7 @@ fn create(job: &Job, id: &str) -> Result<Bundle, String> {
     }
     let tmp_bind = prepare_tmp(&bundle.rootfs)?;
     find_program(&root, &job.process)?;
-    let spec = bundle::spec(
+    let mut spec = bundle::spec(
         id,
         &bundle,
         &job.dirs.init,
@@ -321,6 +325,9 @@ fn create(job: &Job, id: &str) -> Result<Bundle, String> {
         tmp_bind,
     )
     .map_err(|e| format!("cannot build the container's config.json: {e}"))?;
+    if let Some(placement) = &job.placement {
+        bundle::place(&mut spec, id, placement);
+    }
     spec.save(bundle.dir.join("config.json"))
         .map_err(|e| format!("cannot write the container's config.json: {e}"))?;
     Ok(bundle)

@@ -206,6 +206,7 @@ async fn probe_boot(host: &VmHost) -> Result<Duration, String> {
         root_disk: disk::root_disk(&rootfs)?,
         guest,
         build_time: false,
+        placement: None,
     };
     let resources = Resources {
         cpus: 1,
@@ -372,6 +373,8 @@ struct PreparedJob {
     root_disk: PathBuf,
     /// Whether results carry the guest's wall time of each command (it always sends it).
     build_time: bool,
+    /// Where QEMU runs (host tuning's benchmark CPUs).
+    placement: Option<super::Placement>,
 }
 
 pub(super) async fn execute_qemu(request: ExecRequest, cancel: CancellationToken) -> ExecOutcome {
@@ -382,6 +385,7 @@ pub(super) async fn execute_qemu(request: ExecRequest, cancel: CancellationToken
         limits,
         grace_period,
         resources,
+        placement,
     } = request;
     let refuse = |error: String| ExecOutcome::Failed {
         results: Vec::new(),
@@ -399,6 +403,7 @@ pub(super) async fn execute_qemu(request: ExecRequest, cancel: CancellationToken
     };
     let job = tokio::task::spawn_blocking(move || {
         prepare(&rootfs, &image, &config, &limits, grace_period, iterations)
+            .map(|job| PreparedJob { placement, ..job })
     })
     .await;
     let job = match job {
@@ -447,6 +452,7 @@ fn prepare(
         root_disk: disk::root_disk(rootfs)?,
         guest,
         build_time: config.build_time.unwrap_or(false),
+        placement: None,
     })
 }
 
@@ -535,6 +541,7 @@ async fn boot_outcome(
         scratch_disk: &scratch,
         channel: &socket,
         network: resources.network,
+        placement: job.placement.as_ref(),
     };
     // Spawned from the async task (a runtime worker thread, which lives as long as the
     // runtime): the parent-death signal follows the spawning thread, not the process.

@@ -45,12 +45,18 @@ pub(super) struct Machine<'a> {
     /// The host's listening Unix socket QEMU connects the port to.
     pub channel: &'a Path,
     pub network: bool,
+    /// The benchmark CPUs: the whole QEMU process (vCPU threads, and the I/O thread
+    /// serving the guest's disks and channel) starts there.
+    pub placement: Option<&'a super::super::Placement>,
 }
 
 /// Starts QEMU. Its stdout is the guest's serial console (piped, for diagnostics); it
 /// is killed if the runner dies (parent-death signal) or the handle is dropped.
 pub(super) fn spawn(machine: &Machine<'_>) -> std::io::Result<Child> {
     let mut command = Command::new(binary());
+    if let Some(placement) = machine.placement {
+        super::super::placement::install(&mut command, placement).map_err(std::io::Error::other)?;
+    }
     let (accel, cpu) = match machine.accel {
         Accel::Kvm => ("kvm", "host"),
         Accel::Tcg => ("tcg", "max"),
