@@ -15,8 +15,13 @@
 //! - The Spec's CPUs as a CFS quota, its memory as the memory limit and 1024 tasks per
 //!   CPU as the pids limit of the container's cgroup (`/bencher/<id>`; under runsc the
 //!   pids limit counts the sandbox's own threads, and the memory limit is what bounds
-//!   the job's tasks). Disk is not limited: the upper directory is an ordinary
-//!   directory under `$TMPDIR`.
+//!   the job's tasks). The Spec's disk bounds what the job writes to its root: the
+//!   overlay's upper directory is on a fresh ext4 scratch filesystem of that size per
+//!   iteration (a sparse image on a loop device, see `scratch`), so a job filling its
+//!   disk gets ENOSPC inside and the host keeps its free space. Under runsc the same
+//!   holds: `--overlay2=none` makes gVisor write through to that overlay, not to a
+//!   memory-backed overlay of its own, and `/tmp` is bound to the overlay's. Init's
+//!   report directory, writable by root in the container, is a 1 MiB tmpfs.
 //! - No new privileges; Docker's default capabilities for root, none for other users.
 //! - Its init (PID 1) is `bencher-oci-init` (see `oci-init/main.rs`), bind-mounted
 //!   read-only from the runner, which gives the benchmark the image's user and the same
@@ -26,7 +31,8 @@
 //!
 //! # One iteration
 //!
-//! 1. The bundle is created and the overlay mounted; the working directory, `/tmp`
+//! 1. The bundle is created, its scratch filesystem and report tmpfs and the overlay
+//!    mounted; the working directory, `/tmp`
 //!    and the mount points are made inside the root, and the command is looked up in
 //!    the image (so a missing program fails the job with the same message as `none`).
 //! 2. `<runtime> run --bundle DIR ID` in the foreground, stdin `/dev/null`, stdout and
@@ -36,11 +42,13 @@
 //!    (init's `exit` report) still gets its grace period. Timeout or cancel:
 //!    `kill ID KILL`; the PID namespace dies with its init.
 //! 4. Output files are read (or measured) from the overlay's merged view, inside the root; then
-//!    `delete --force ID`, the overlay unmounted, the bundle deleted. If the
+//!    `delete --force ID`, the overlay, scratch and report tmpfs unmounted (the
+//!    scratch's loop device and image go with it), the bundle deleted. If the
 //!    executor's future is dropped, a thread does that cleanup. If the runner crashes,
 //!    the next `check` of the sandbox does it (see `state`).
 
 mod bundle;
+mod scratch;
 mod state;
 
 use std::collections::BTreeMap;
@@ -298,7 +306,11 @@ impl Drop for Container {
 /// Creates the bundle and readies the root: mount points, working directory, `/tmp`,
 /// the command looked up in the image, `config.json`. Blocking.
 fn create(job: &Job, id: &str) -> Result<Bundle, String> {
-    let bundle = Bundle::create(job.dirs.bundles.join(id), &job.image_rootfs)?;
+    let bundle = Bundle::create(
+        job.dirs.bundles.join(id),
+        &job.image_rootfs,
+        job.resources.disk,
+    )?;
     let root = Root::open(&bundle.rootfs, job.max_symlinks)
         .map_err(|e| format!("cannot open the job's root filesystem: {e}"))?;
     for dir in MOUNT_POINTS
@@ -423,16 +435,11 @@ async fn iteration(
     match created {
         Ok(Ok(bundle)) => container.bundle = Some(bundle),
         Ok(Err(error)) => {
-            // A failed create may have mounted the overlay: its directory is removed
-            // by the next check's leftover cleanup only if this process is gone, so
-            // remove it now.
+            // A failed create may have left the bundle mounted: its directory is
+            // removed by the next check's leftover cleanup only if this process is
+            // gone, so remove it now.
             let dir = job.dirs.bundles.join(&id);
-            let _ = tokio::task::spawn_blocking(move || {
-                let _ =
-                    rustix::mount::unmount(dir.join("rootfs"), rustix::mount::UnmountFlags::DETACH);
-                bundle::remove_dir(&dir);
-            })
-            .await;
+            let _ = tokio::task::spawn_blocking(move || bundle::remove_leftover(&dir)).await;
             return Ended::Failed(None, error);
         }
         Err(error) => {
@@ -720,8 +727,9 @@ pub(super) fn check(runtime: Runtime) -> Result<Capability, String> {
             "jobs run in {engine} ({version}): an overlay of their image per iteration; own \
              PID, mount, IPC and UTS namespaces; a network namespace with only loopback unless \
              the Spec has network (then the host's network); the Spec's CPUs as a CPU quota, \
-             its memory as a memory limit, 1024 tasks per CPU; disk is not limited (the overlay's upper directory \
-             is under {})",
+             its memory as a memory limit, 1024 tasks per CPU; its disk as the size of a fresh ext4 \
+             scratch filesystem per iteration holding the overlay's upper directory (a sparse image \
+             on a loop device, in {})",
             dirs.bundles.display()
         ),
         enforces_resources: true,
@@ -736,7 +744,8 @@ fn probe(runtime: Runtime, binary: &Path, dirs: &Dirs) -> Result<(), String> {
         .prefix(&format!("{id}-image"))
         .tempdir_in(&dirs.bundles)
         .map_err(|e| format!("cannot create the probe's image directory: {e}"))?;
-    let mut bundle = Bundle::create(dirs.bundles.join(&id), image.path())?;
+    // The smallest scratch: the probe also proves loop devices and ext4 work here.
+    let mut bundle = Bundle::create(dirs.bundles.join(&id), image.path(), 0)?;
     let result = (|| {
         let process = Process {
             argv: vec![bundle::INIT_PATH.to_owned(), "--version".to_owned()],

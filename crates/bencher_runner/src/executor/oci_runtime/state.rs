@@ -1,7 +1,8 @@
 //! Where the OCI runtimes keep their state and the executor its bundles, how
 //! containers are named, and the cleanup of what a crashed runner left behind. IO: the
 //! state directory (under the system temp dir), the init binary written there, the
-//! runtime's `list`, `kill` and `delete`, unmounts of leftover overlays.
+//! runtime's `list`, `kill` and `delete`, unmounts of leftover overlays, scratch
+//! filesystems and report tmpfs (see `bundle::remove_leftover`).
 //!
 //! Layout, under `$TMPDIR/bencher-oci/` (0700):
 //! - `bencher-oci-init`: the container init (see `oci-init/main.rs`), written once;
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::Runtime;
-use super::bundle::remove_dir;
+use super::bundle::remove_leftover;
 
 /// The init, built by `build.rs`.
 const INIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bencher-oci-init"));
@@ -122,10 +123,9 @@ pub(super) fn clean_leftovers(runtime: Runtime, binary: &Path, dirs: &Dirs) -> V
         if !is_leftover(&name) {
             continue;
         }
-        let rootfs = entry.path().join("rootfs");
-        // Detached, so the removal below cannot reach into the image's layers.
-        let _ = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH);
-        remove_dir(&entry.path());
+        // Unmounted (detached) before the removal, so it cannot reach into the
+        // image's layers; the scratch's loop device and image go with its unmount.
+        remove_leftover(&entry.path());
         if !removed.contains(&name) {
             removed.push(name);
         }
