@@ -186,13 +186,7 @@ fn attach(image: &Path) -> Result<Device, ScratchError> {
         };
         // SAFETY: LOOP_CONFIGURE reads a `struct loop_config`, which `config` is (its
         // size is asserted above) and which outlives the call.
-        let result = unsafe {
-            libc::ioctl(
-                file.as_raw_fd(),
-                LOOP_CONFIGURE,
-                &raw const config as *const LoopConfig,
-            )
-        };
+        let result = unsafe { libc::ioctl(file.as_raw_fd(), LOOP_CONFIGURE, &raw const config) };
         if result == 0 {
             return Ok(Device { path, _file: file });
         }
