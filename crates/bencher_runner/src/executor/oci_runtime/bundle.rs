@@ -1,18 +1,19 @@
 //! One iteration's OCI runtime bundle: a directory holding `config.json`, the job's
 //! root (an overlay of the image's root filesystem, mounted here in the runner's mount
-//! namespace), the scratch filesystem holding the overlay's upper and work
-//! directories, and the directory the container's init writes its reports to. IO:
-//! creates and deletes the directory, mounts and unmounts the scratch, the overlay and
-//! the report tmpfs, writes `config.json`.
+//! namespace) whose upper and work directories are on the job's scratch filesystem,
+//! and the directory the container's init writes its reports to. IO: creates and
+//! deletes the directory and the iteration's layer on the scratch, mounts and
+//! unmounts the overlay and the report tmpfs, writes `config.json`.
 //!
 //! The image's root filesystem is shared by every job of the image and never
 //! modified: it is the overlay's read-only lower layer, and each iteration gets a fresh
-//! upper directory on a fresh scratch filesystem of the Spec's disk size (see
-//! `scratch`), gone with the bundle.
+//! upper directory on the job's scratch filesystem of the Spec's disk size (see
+//! `scratch`), deleted with the bundle.
 //!
-//! Layout: `config.json`; `scratch/` (the scratch mount, holding `upper/` and
-//! `work/`); `rootfs/` (the overlay); `report/` (a tiny tmpfs). Every place that removes
-//! a bundle unmounts these first, through [`remove_leftover`] or [`Bundle::remove`].
+//! Layout: `config.json`; `rootfs/` (the overlay); `report/` (a tiny tmpfs); the
+//! layer is `<job scratch>/<container id>/{upper,work}`. Every place that removes a
+//! bundle (or a job's scratch directory) unmounts first, through [`remove_leftover`]
+//! or [`Bundle::remove`].
 
 use std::ffi::CString;
 use std::fs;
@@ -82,14 +83,20 @@ pub(super) struct Bundle {
     pub dir: PathBuf,
     pub rootfs: PathBuf,
     pub report: PathBuf,
+    /// The iteration's upper and work directories, on the job's scratch.
+    layer: PathBuf,
     removed: bool,
 }
 
 impl Bundle {
-    /// Creates `dir` (0700) with a scratch filesystem of `disk` bytes and the overlay
-    /// of `image_rootfs` over it mounted in it. On error nothing stays mounted and
-    /// `dir` is gone.
-    pub(super) fn create(dir: PathBuf, image_rootfs: &Path, disk: u64) -> Result<Bundle, String> {
+    /// Creates `dir` (0700) with the overlay of `image_rootfs` mounted in it, its
+    /// writable layer a new directory of the job's scratch filesystem mounted at
+    /// `scratch`, named like `dir`. On error nothing stays mounted and both are gone.
+    pub(super) fn create(
+        dir: PathBuf,
+        image_rootfs: &Path,
+        scratch: &Path,
+    ) -> Result<Bundle, String> {
         let io_error = |what: &str, path: &Path, e: io::Error| {
             format!("cannot {what} {}: {e}", path.display())
         };
@@ -97,14 +104,14 @@ impl Bundle {
         let mut bundle = Bundle {
             rootfs: dir.join("rootfs"),
             report: dir.join("report"),
+            layer: scratch.join(dir.file_name().unwrap_or_default()),
             dir,
             removed: false,
         };
         let created = (|| {
             fs::set_permissions(&bundle.dir, fs::Permissions::from_mode(0o700))
                 .map_err(|e| io_error("set the mode of", &bundle.dir, e))?;
-            let scratch_dir = bundle.dir.join("scratch");
-            for path in [&bundle.rootfs, &bundle.report, &scratch_dir] {
+            for path in [&bundle.rootfs, &bundle.report, &bundle.layer] {
                 fs::create_dir(path).map_err(|e| io_error("create", path, e))?;
             }
             // Only init (root) writes reports; the job's user cannot forge them.
@@ -116,9 +123,7 @@ impl Bundle {
                 Some(REPORT_TMPFS),
             )
             .map_err(|e| io_error("mount the report tmpfs on", &bundle.report, e.into()))?;
-            scratch::create(&bundle.dir.join("scratch.img"), disk, &scratch_dir)
-                .map_err(|e| e.to_string())?;
-            let (upper, work) = (scratch_dir.join("upper"), scratch_dir.join("work"));
+            let (upper, work) = (bundle.layer.join("upper"), bundle.layer.join("work"));
             for path in [&upper, &work] {
                 fs::create_dir(path).map_err(|e| io_error("create", path, e))?;
             }
@@ -133,18 +138,21 @@ impl Bundle {
         }
     }
 
-    /// Unmounts everything and deletes the directory. Idempotent.
+    /// Unmounts everything and deletes the directory and the layer, whose blocks
+    /// return to the job's scratch for the next iteration. Idempotent.
     pub(super) fn remove(&mut self) {
         if !self.removed {
             remove_leftover(&self.dir);
+            remove_dir(&self.layer);
             self.removed = true;
         }
     }
 }
 
-/// Unmounts what a bundle may have mounted, the overlay first (it holds the scratch),
-/// then deletes the directory: for a bundle whose runner is gone, or whose creation
-/// failed halfway. Lazily: a mount still in use (by a dying container) is detached
+/// Unmounts what a bundle or a job's scratch directory may have mounted, the overlay
+/// first (it holds the scratch), then deletes the directory: for one whose runner is
+/// gone, or whose creation failed halfway. A leftover layer goes with its scratch.
+/// Lazily: a mount still in use (by a dying container) is detached
 /// from the tree at once, so the removal below never crosses into it, and the
 /// scratch's loop device detaches itself when the last user is gone.
 pub(super) fn remove_leftover(dir: &Path) {

@@ -16,9 +16,10 @@
 //!   CPU as the pids limit of the container's cgroup (`/bencher/<id>`; under runsc the
 //!   pids limit counts the sandbox's own threads, and the memory limit is what bounds
 //!   the job's tasks). The Spec's disk bounds what the job writes to its root: the
-//!   overlay's upper directory is on a fresh ext4 scratch filesystem of that size per
-//!   iteration (a sparse image on a loop device, see `scratch`), so a job filling its
-//!   disk gets ENOSPC inside and the host keeps its free space. Under runsc the same
+//!   overlay's upper directory is a directory of an ext4 scratch filesystem of that
+//!   size, made once per job (a sparse image on a loop device, see `scratch`) and
+//!   emptied between iterations, so a job filling its disk gets ENOSPC inside and the
+//!   host keeps its free space. Under runsc the same
 //!   holds: `--overlay2=none` makes gVisor write through to that overlay, not to a
 //!   memory-backed overlay of its own, and `/tmp` is bound to the overlay's. Init's
 //!   report directory, writable by root in the container, is a 1 MiB tmpfs.
@@ -31,8 +32,11 @@
 //!
 //! # One iteration
 //!
-//! 1. The bundle is created, its scratch filesystem and report tmpfs and the overlay
-//!    mounted; the working directory, `/tmp`
+//! 0. Once per job, after the process is planned: the scratch filesystem is made and
+//!    mounted; after the last iteration it is unmounted (its loop device and image go
+//!    with it).
+//! 1. The bundle is created, its report tmpfs and the overlay (upper and work
+//!    directories new on the scratch) mounted; the working directory, `/tmp`
 //!    and the mount points are made inside the root, and the command is looked up in
 //!    the image (so a missing program fails the job with the same message as `none`).
 //! 2. `<runtime> run --bundle DIR ID` in the foreground, stdin `/dev/null`, stdout and
@@ -42,8 +46,8 @@
 //!    (init's `exit` report) still gets its grace period. Timeout or cancel:
 //!    `kill ID KILL`; the PID namespace dies with its init.
 //! 4. Output files are read (or measured) from the overlay's merged view, inside the root; then
-//!    `delete --force ID`, the overlay, scratch and report tmpfs unmounted (the
-//!    scratch's loop device and image go with it), the bundle deleted. If the
+//!    `delete --force ID`, the overlay and report tmpfs unmounted, the bundle and the
+//!    iteration's layer on the scratch deleted. If the
 //!    executor's future is dropped, a thread does that cleanup. If the runner crashes,
 //!    the next `check` of the sandbox does it (see `state`).
 
@@ -70,6 +74,7 @@ use super::plan;
 use super::rootfs::{Root, RootfsError};
 use super::{Capability, ExecOutcome, ExecRequest, Resources, Sandbox};
 use bundle::{Bundle, Process};
+use scratch::JobScratch;
 use state::Dirs;
 
 /// How long the runtime may take to exit after its init's grace period, or after
@@ -171,6 +176,8 @@ struct Job {
     binary: PathBuf,
     dirs: Dirs,
     image_rootfs: PathBuf,
+    /// The mount point of the job's scratch filesystem (see `scratch`).
+    scratch: PathBuf,
     process: Process,
     resources: Resources,
     grace: Duration,
@@ -205,7 +212,7 @@ pub(super) async fn execute(
     let files: Arc<[String]> = config.file_paths.clone().unwrap_or_default().into();
     let deadline = admitted.deadline;
 
-    let prepared = tokio::task::spawn_blocking(move || -> Result<Job, String> {
+    let prepared = tokio::task::spawn_blocking(move || -> Result<(Job, JobScratch), String> {
         let binary = runtime.binary()?;
         let dirs = Dirs::of(runtime);
         dirs.prepare()?;
@@ -222,27 +229,31 @@ pub(super) async fn execute(
             credentials,
             grace_ms: u64::try_from(grace_period.as_millis()).unwrap_or(u64::MAX),
         };
-        Ok(Job {
+        // Once the job is known to be runnable: its scratch, shared by its iterations.
+        let scratch = JobScratch::create(dirs.bundles.join(state::scratch_name()), resources.disk)?;
+        let job = Job {
             runtime,
             binary,
             dirs,
             image_rootfs: rootfs,
+            scratch: scratch.mount.clone(),
             process,
             resources,
             grace: grace_period,
             max_symlinks: limits.max_symlinks,
             build_time: config.build_time.unwrap_or(false),
             file_size: config.file_size.unwrap_or(false),
-        })
+        };
+        Ok((job, scratch))
     })
     .await;
-    let job = match prepared {
-        Ok(Ok(job)) => Arc::new(job),
+    let (job, mut scratch) = match prepared {
+        Ok(Ok((job, scratch))) => (Arc::new(job), scratch),
         Ok(Err(error)) => return refuse(error),
         Err(error) => return refuse(format!("preparing the job failed: {error}")),
     };
     tracing::debug!(argv = ?job.process.argv, iterations = admitted.iterations, runtime = runtime.name(), "running a job in a container");
-    run_iterations(&admitted, &cancel, |index| {
+    let outcome = run_iterations(&admitted, &cancel, |index| {
         iteration(
             &job,
             index,
@@ -252,7 +263,11 @@ pub(super) async fn execute(
             &cancel,
         )
     })
-    .await
+    .await;
+    // Every iteration's container and bundle is gone (dropped ones on their own
+    // threads, which unmount lazily, so the order does not matter).
+    let _ = tokio::task::spawn_blocking(move || scratch.remove()).await;
+    outcome
 }
 
 /// One iteration's container and bundle; [`Container::finish`] removes both, and
@@ -306,11 +321,18 @@ impl Drop for Container {
 /// Creates the bundle and readies the root: mount points, working directory, `/tmp`,
 /// the command looked up in the image, `config.json`. Blocking.
 fn create(job: &Job, id: &str) -> Result<Bundle, String> {
-    let bundle = Bundle::create(
-        job.dirs.bundles.join(id),
-        &job.image_rootfs,
-        job.resources.disk,
-    )?;
+    let mut bundle = Bundle::create(job.dirs.bundles.join(id), &job.image_rootfs, &job.scratch)?;
+    match ready(job, id, &bundle) {
+        Ok(()) => Ok(bundle),
+        Err(error) => {
+            // Its layer too: the scratch's space is the job's.
+            bundle.remove();
+            Err(error)
+        }
+    }
+}
+
+fn ready(job: &Job, id: &str, bundle: &Bundle) -> Result<(), String> {
     let root = Root::open(&bundle.rootfs, job.max_symlinks)
         .map_err(|e| format!("cannot open the job's root filesystem: {e}"))?;
     for dir in MOUNT_POINTS
@@ -326,7 +348,7 @@ fn create(job: &Job, id: &str) -> Result<Bundle, String> {
     find_program(&root, &job.process)?;
     let spec = bundle::spec(
         id,
-        &bundle,
+        bundle,
         &job.dirs.init,
         &job.process,
         &job.resources,
@@ -335,7 +357,7 @@ fn create(job: &Job, id: &str) -> Result<Bundle, String> {
     .map_err(|e| format!("cannot build the container's config.json: {e}"))?;
     spec.save(bundle.dir.join("config.json"))
         .map_err(|e| format!("cannot write the container's config.json: {e}"))?;
-    Ok(bundle)
+    Ok(())
 }
 
 /// Makes `/tmp` a world-writable sticky directory when the image has none, as
@@ -727,9 +749,9 @@ pub(super) fn check(runtime: Runtime) -> Result<Capability, String> {
             "jobs run in {engine} ({version}): an overlay of their image per iteration; own \
              PID, mount, IPC and UTS namespaces; a network namespace with only loopback unless \
              the Spec has network (then the host's network); the Spec's CPUs as a CPU quota, \
-             its memory as a memory limit, 1024 tasks per CPU; its disk as the size of a fresh ext4 \
-             scratch filesystem per iteration holding the overlay's upper directory (a sparse image \
-             on a loop device, in {})",
+             its memory as a memory limit, 1024 tasks per CPU; its disk as the size of an ext4 \
+             scratch filesystem per job holding each iteration's overlay upper directory (a sparse \
+             image on a loop device, in {})",
             dirs.bundles.display()
         ),
         enforces_resources: true,
@@ -745,7 +767,8 @@ fn probe(runtime: Runtime, binary: &Path, dirs: &Dirs) -> Result<(), String> {
         .tempdir_in(&dirs.bundles)
         .map_err(|e| format!("cannot create the probe's image directory: {e}"))?;
     // The smallest scratch: the probe also proves loop devices and ext4 work here.
-    let mut bundle = Bundle::create(dirs.bundles.join(&id), image.path(), 0)?;
+    let mut scratch = JobScratch::create(dirs.bundles.join(state::scratch_name()), 0)?;
+    let mut bundle = Bundle::create(dirs.bundles.join(&id), image.path(), &scratch.mount)?;
     let result = (|| {
         let process = Process {
             argv: vec![bundle::INIT_PATH.to_owned(), "--version".to_owned()],
@@ -808,5 +831,6 @@ fn probe(runtime: Runtime, binary: &Path, dirs: &Dirs) -> Result<(), String> {
     })();
     state::stop(runtime, binary, dirs, &id);
     bundle.remove();
+    scratch.remove();
     result
 }

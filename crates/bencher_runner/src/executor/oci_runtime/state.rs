@@ -7,7 +7,9 @@
 //! Layout, under `$TMPDIR/bencher-oci/` (0700):
 //! - `bencher-oci-init`: the container init (see `oci-init/main.rs`), written once;
 //! - `<runtime>/state/`: the runtime's `--root`, holding only our containers;
-//! - `<runtime>/bundles/<container id>/`: one iteration's bundle.
+//! - `<runtime>/bundles/<container id>/`: one iteration's bundle;
+//! - `<runtime>/bundles/bencher-<runner pid>-<random>-scratch/`: one job's scratch
+//!   filesystem (see `scratch`), holding its iterations' writable layers.
 //!
 //! A container id is `bencher-<runner pid>-<random>-<iteration>`: several runners (and
 //! the tests' parallel jobs) share the directories, and a leftover is a container or
@@ -91,6 +93,16 @@ impl Dirs {
 pub(super) fn container_id(iteration: u32) -> String {
     format!(
         "{PREFIX}{}-{:08x}-{iteration}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// A fresh name for a job's scratch directory (see `scratch`), beside the bundles and
+/// named like them, so the same leftover rule finds it.
+pub(super) fn scratch_name() -> String {
+    format!(
+        "{PREFIX}{}-{:08x}-scratch",
         std::process::id(),
         rand::random::<u32>()
     )
