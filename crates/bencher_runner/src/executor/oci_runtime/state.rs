@@ -205,6 +205,12 @@ mod tests {
         assert!(!is_leftover("someone-elses"));
         // Pid 2^22 + 1 is above every kernel's pid_max: never a live process.
         assert!(is_leftover("bencher-4194305-0000abcd-1"));
+        // A job's scratch directory follows the same rule.
+        let scratch = scratch_name();
+        assert_eq!(owner(&scratch), Some(std::process::id()));
+        assert!(scratch.ends_with("-scratch"));
+        assert!(!is_leftover(&scratch));
+        assert!(is_leftover("bencher-4194305-0000abcd-scratch"));
     }
 
     #[test]
