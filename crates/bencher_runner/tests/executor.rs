@@ -681,10 +681,11 @@ async fn filling_the_disk_ends_in_enospc_and_the_host_keeps_its_space(sandbox: S
     const DISK: u64 = 64 << 20;
     let before = free_space();
     // As root (the image has no user): a gigabyte to the root until the disk is full,
-    // then 10 MB to init's report directory, which root in the container may write
+    // a megabyte more to /tmp, then 10 MB to init's report directory, which root in the container may write
     // too; then the job exits with the first write's status.
     // (`wc` rather than `ls -l`: the gVisor release in Debian 12 fails `ls`.)
     let script = "head -c 1000000000 /dev/zero > /fill; status=$?; echo fill $(wc -c < /fill); \
+                  head -c 1000000 /dev/zero > /tmp/more; echo tmp $?; \
                   head -c 10000000 /dev/zero > /dev/.bencher-report/fill; echo report $?; \
                   echo report-fill $(wc -c < /dev/.bencher-report/fill); \
                   rm -f /dev/.bencher-report/fill; exit $status";
@@ -715,6 +716,8 @@ async fn filling_the_disk_ends_in_enospc_and_the_host_keeps_its_space(sandbox: S
             written > DISK / 2 && written <= DISK,
             "{written}: {result:#?}"
         );
+        // /tmp is the same full disk (gVisor's own /tmp would be a tmpfs in memory).
+        assert!(stdout(result).contains("tmp 1\n"), "{result:#?}");
         // The report directory is a tiny tmpfs, not the host's disk.
         assert!(
             stdout(result).contains(
