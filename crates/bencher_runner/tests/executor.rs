@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Host programs copied into the test root filesystem, by their name there.
 const PROGRAMS: &[&str] = &[
-    "sh", "sleep", "cat", "env", "id", "head", "ls", "ln", "rm", "mkdir", "echo", "pwd", "tr",
+    "sh", "sleep", "cat", "env", "id", "head", "ls", "ln", "rm", "mkdir", "echo", "pwd", "tr", "wc",
 ];
 
 /// The base root filesystem, built once per test binary and shared, read-only, by every
@@ -426,20 +426,22 @@ fn job_processes(sandbox: Sandbox, tag: &str) -> Vec<String> {
     found
 }
 
-/// The shared suite, once per sandbox: `mod none`, `mod container`, `mod gvisor`.
+/// The shared suite, once per sandbox: `mod none`, `mod container`, `mod gvisor`. A
+/// test marked `(exclusive)` holds `OCI_LOCK` exclusively: it looks for leftovers.
 macro_rules! suite {
-    ($($test:ident),* $(,)?) => {
-        suite!(@sandbox none, Sandbox::None, $($test),*);
-        suite!(@sandbox container, Sandbox::Container, $($test),*);
-        suite!(@sandbox gvisor, Sandbox::Gvisor, $($test),*);
+    ($($test:ident $(($exclusive:ident))?),* $(,)?) => {
+        suite!(@sandbox none, Sandbox::None, $($test $(($exclusive))?),*);
+        suite!(@sandbox container, Sandbox::Container, $($test $(($exclusive))?),*);
+        suite!(@sandbox gvisor, Sandbox::Gvisor, $($test $(($exclusive))?),*);
     };
-    (@sandbox $module:ident, $sandbox:expr, $($test:ident),*) => {
+    (@sandbox $module:ident, $sandbox:expr, $($test:ident $(($exclusive:ident))?),*) => {
         mod $module {
             use super::*;
             $(
                 #[tokio::test]
                 async fn $test() {
-                    if let Some(_permit) = available($sandbox, false).await {
+                    let exclusive = false $(|| stringify!($exclusive) == "exclusive")?;
+                    if let Some(_permit) = available($sandbox, exclusive).await {
                         super::$test($sandbox).await;
                     }
                 }
@@ -467,6 +469,8 @@ suite!(
     a_cancel_stops_the_job_within_a_second,
     an_image_that_cannot_be_prepared_fails_the_job,
     the_job_runs_on_the_benchmark_cpus,
+    without_network_a_job_sees_only_loopback,
+    filling_the_disk_ends_in_enospc_and_the_host_keeps_its_space(exclusive),
 );
 
 /// Tests of the container sandboxes only, once for runc and once for runsc.
@@ -499,7 +503,6 @@ macro_rules! container_suite {
 
 container_suite!(
     check_reports_what_a_container_gives: false,
-    without_network_a_job_sees_only_loopback: false,
     the_memory_limit_is_enforced: false,
     a_fork_bomb_runs_out_of_tasks: false,
     nothing_is_left_after_a_timeout_or_cancel: true,
@@ -515,13 +518,22 @@ async fn check_reports_what_a_container_gives(sandbox: Sandbox) {
     assert!(capability.enforces_resources);
     assert!(capability.isolates_network);
     assert!(
-        capability.detail.contains("disk is not limited"),
+        capability
+            .detail
+            .contains("its disk as the size of an ext4 scratch filesystem per job"),
         "{}",
         capability.detail
     );
 }
 
 async fn without_network_a_job_sees_only_loopback(sandbox: Sandbox) {
+    if sandbox == Sandbox::None {
+        eprintln!(
+            "SKIPPED: sandbox `none` shares the host's network by design (its check says \
+             `isolates_network: false`)"
+        );
+        return;
+    }
     let script = "cat /proc/net/dev";
     let result = only(run(sandbox, request(shell(script))).await);
     let interfaces: Vec<&str> = stdout(&result)
@@ -610,8 +622,127 @@ fn assert_nothing_left(sandbox: Sandbox) {
         .filter(|name| name.starts_with(&ours))
         .collect();
     assert_eq!(bundles, Vec::<String>::new());
-    assert_eq!(job_mounts(), Vec::<String>::new());
+    // Only ours: other runners (other test processes) share the directories.
+    let mounts: Vec<String> = job_mounts()
+        .into_iter()
+        .filter(|line| line.contains(&ours))
+        .collect();
+    assert_eq!(mounts, Vec::<String>::new());
     assert_eq!(processes_with(&ours), Vec::<String>::new());
+    assert_no_loop_devices(&ours);
+}
+
+/// The loop devices whose backing file (a job's scratch image, unlinked once attached,
+/// so shown `(deleted)`) has `text` in its path.
+fn loop_devices(text: &str) -> Vec<String> {
+    fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("loop"))
+        .filter_map(|entry| {
+            let backing = fs::read_to_string(entry.path().join("loop/backing_file")).ok()?;
+            backing.contains(text).then(|| {
+                format!(
+                    "{}: {}",
+                    entry.file_name().to_string_lossy(),
+                    backing.trim()
+                )
+            })
+        })
+        .collect()
+}
+
+/// No loop device is attached to a scratch image of a bundle named `bencher-…` with
+/// `prefix`. A loop device detaches itself once its filesystem is unmounted, which the
+/// kernel may finish a moment later, and a `none` job started meanwhile holds a copy of
+/// the host's mounts until it ends: polled for up to ten seconds.
+fn assert_no_loop_devices(prefix: &str) {
+    for _ in 0..1000 {
+        if loop_devices(prefix).is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(loop_devices(prefix), Vec::<String>::new());
+}
+
+/// Bytes available to unprivileged users on the filesystem holding the bundles.
+fn free_space() -> u64 {
+    let stat = rustix::fs::statvfs(std::env::temp_dir()).unwrap();
+    stat.f_bavail * stat.f_frsize
+}
+
+async fn filling_the_disk_ends_in_enospc_and_the_host_keeps_its_space(sandbox: Sandbox) {
+    if sandbox == Sandbox::None {
+        eprintln!(
+            "SKIPPED: sandbox `none` runs on the host's disk and limits no disk (its check \
+             says `enforces_resources: false`)"
+        );
+        return;
+    }
+    const DISK: u64 = 64 << 20;
+    let before = free_space();
+    // As root (the image has no user): a gigabyte to the root until the disk is full,
+    // a megabyte more to /tmp, then 10 MB to init's report directory, which root in the container may write
+    // too; then the job exits with the first write's status.
+    // (`wc` rather than `ls -l`: the gVisor release in Debian 12 fails `ls`.)
+    let script = "head -c 1000000000 /dev/zero > /fill; status=$?; echo fill $(wc -c < /fill); \
+                  head -c 1000000 /dev/zero > /tmp/more; echo tmp $?; \
+                  head -c 10000000 /dev/zero > /dev/.bencher-report/fill; echo report $?; \
+                  echo report-fill $(wc -c < /dev/.bencher-report/fill); \
+                  rm -f /dev/.bencher-report/fill; exit $status";
+    let mut config = shell(script);
+    // Two iterations: the second gets the whole disk again, none of the first's writes.
+    config.iter = Some(2);
+    config.allow_failure = Some(true);
+    let mut fill = request(config);
+    fill.resources.disk = DISK;
+    let results = completed(run(sandbox, fill).await);
+    assert_eq!(results.len(), 2, "{results:#?}");
+    let size_of = |out: &str, what: &str| -> u64 {
+        out.lines()
+            .find_map(|line| line.strip_prefix(what)?.strip_prefix(' '))
+            .and_then(|size| size.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no size of {what} in {out}"))
+    };
+    for result in &results {
+        // The write failed inside, with the error visible, and the job ended normally.
+        assert_eq!(result.exit_code, 1, "{result:#?}");
+        assert!(
+            stderr(result).contains("No space left on device"),
+            "{result:#?}"
+        );
+        // Most of the disk was written, never more than the disk.
+        let written = size_of(stdout(result), "fill");
+        assert!(
+            written > DISK / 2 && written <= DISK,
+            "{written}: {result:#?}"
+        );
+        // /tmp is the same full disk (gVisor's own /tmp would be a tmpfs in memory).
+        assert!(stdout(result).contains("tmp 1\n"), "{result:#?}");
+        // The report directory is a tiny tmpfs, not the host's disk.
+        assert!(
+            stdout(result).contains(
+                "report 1
+"
+            ),
+            "{result:#?}"
+        );
+        assert!(
+            size_of(stdout(result), "report-fill") <= 1 << 20,
+            "{result:#?}"
+        );
+    }
+
+    // Nothing is left: no bundle, mount or loop device of this process, and the
+    // host's free space is what it was (a leaked image would hold the 64 MiB; other
+    // processes writing meanwhile are the tolerance's reason).
+    assert_nothing_left(sandbox);
+    let after = free_space();
+    assert!(
+        after + DISK / 2 >= before,
+        "free space before {before}, after {after}"
+    );
 }
 
 async fn nothing_is_left_after_a_timeout_or_cancel(sandbox: Sandbox) {
@@ -679,6 +810,7 @@ async fn a_crashed_runners_leftovers_are_cleaned(sandbox: Sandbox) {
             .any(|name| name.starts_with(&theirs))
     );
     assert!(job_mounts().iter().any(|line| line.contains(&theirs)));
+    assert!(!loop_devices(&theirs).is_empty());
 
     // The next start's check removes them.
     tokio::task::spawn_blocking(move || executor::check(sandbox))
@@ -692,6 +824,9 @@ async fn a_crashed_runners_leftovers_are_cleaned(sandbox: Sandbox) {
             .any(|name| name.starts_with(&theirs))
     );
     assert!(!job_mounts().iter().any(|line| line.contains(&theirs)));
+    // Unmounting the scratch detaches its loop device, which held the only reference
+    // to the unlinked image.
+    assert_no_loop_devices(&theirs);
     // The orphaned `run` process ends once its container is gone.
     assert!(
         wait_for(|| processes_with(&theirs).is_empty()).await,

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 const PROGRAMS: &[&str] = &[
     "sh", "sleep", "cat", "env", "id", "ls", "echo", "pwd", "head", "mkdir", "ln", "rm", "tr",
-    "touch",
+    "touch", "wc",
 ];
 
 /// Everything the VM tests share, set up once: `None` when the host cannot run them
@@ -382,15 +382,20 @@ async fn iterations_output_identity_and_isolation_in_one_boot() {
 }
 
 /// Exit codes, signals and allow_failure; build time and file sizes, measured in the
-/// guest when asked (and absent when not).
+/// guest when asked (and absent when not); a job filling its disk gets ENOSPC from
+/// the guest's scratch disk of the Spec's size, and the next iteration the whole disk
+/// again.
 #[tokio::test]
 async fn exit_codes_signals_and_allow_failure() {
+    const DISK: u64 = 64 << 20;
     let _serial = SERIAL.lock().await;
     let Some(setup) = setup() else { return };
     // A signal is 128 + N; with allow_failure every iteration runs. A command that
     // ended, even by a signal, has a wall time and its files' sizes.
+    // (The fill comes after /app: a full disk would fail that write.)
     let config = job(
-        "sleep 0.2; head -c 3000 /dev/zero > /app; kill -TERM $$",
+        "sleep 0.2; head -c 3000 /dev/zero > /app; \
+         head -c 1000000000 /dev/zero > /fill; echo fill $? $(wc -c < /fill); kill -TERM $$",
         serde_json::json!({
             "iter": 2, "allow_failure": true, "build_time": true, "file_size": true,
             "file_paths": ["/app", "missing"],
@@ -399,6 +404,7 @@ async fn exit_codes_signals_and_allow_failure() {
     let mut request_measured = request(setup, image(serde_json::json!({})), config);
     // Sizes are not contents: the output limit does not apply to them.
     request_measured.limits.max_output_size = 1000;
+    request_measured.resources.disk = DISK;
     let outcome = run(request_measured).await;
     let ExecOutcome::Completed { results } = outcome else {
         panic!("{outcome:?}");
@@ -417,7 +423,19 @@ async fn exit_codes_signals_and_allow_failure() {
             Some(BTreeMap::from([("/app".to_owned(), 3000)]))
         );
         assert_eq!(result.output, None);
+        // The fill failed inside the guest with the error in stderr, having written
+        // most of the disk and never more.
+        assert!(
+            stderr(result).contains("No space left on device"),
+            "{result:?}"
+        );
+        let written: u64 = stdout(result)
+            .strip_prefix("fill 1 ")
+            .and_then(|rest| rest.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{result:?}"));
+        assert!(written > DISK / 2 && written <= DISK, "{written}");
     }
+    assert!(leftover_runs(setup).is_empty());
 
     // Without it, the first failure ends the job.
     let config = job("echo ran; exit 3", serde_json::json!({"iter": 3}));

@@ -1,12 +1,19 @@
 //! One iteration's OCI runtime bundle: a directory holding `config.json`, the job's
 //! root (an overlay of the image's root filesystem, mounted here in the runner's mount
-//! namespace) with its upper and work directories, and the directory the container's
-//! init writes its reports to. IO: creates and deletes the directory, mounts and
-//! unmounts the overlay, writes `config.json`.
+//! namespace) whose upper and work directories are on the job's scratch filesystem,
+//! and the directory the container's init writes its reports to. IO: creates and
+//! deletes the directory and the iteration's layer on the scratch, mounts and
+//! unmounts the overlay and the report tmpfs, writes `config.json`.
 //!
 //! The image's root filesystem is shared by every job of the image and never
 //! modified: it is the overlay's read-only lower layer, and each iteration gets a fresh
-//! upper directory, deleted with the bundle.
+//! upper directory on the job's scratch filesystem of the Spec's disk size (see
+//! `scratch`), deleted with the bundle.
+//!
+//! Layout: `config.json`; `rootfs/` (the overlay); `report/` (a tiny tmpfs); the
+//! layer is `<job scratch>/<container id>/{upper,work}`. Every place that removes a
+//! bundle (or a job's scratch directory) unmounts first, through [`remove_leftover`]
+//! or [`Bundle::remove`].
 
 use std::ffi::CString;
 use std::fs;
@@ -24,6 +31,7 @@ use oci_spec::runtime::{
 use rustix::fs::{Mode, OFlags, open};
 use rustix::mount::{MountFlags, UnmountFlags, mount, unmount};
 
+use super::scratch;
 use crate::executor::Resources;
 use crate::executor::plan::Credentials;
 
@@ -34,6 +42,11 @@ pub(super) const INIT_PATH: &str = "/dev/.bencher-init";
 pub(super) const REPORT_PATH: &str = "/dev/.bencher-report";
 /// The CFS period the CPU quota is a multiple of: the kernel's default, 100 ms.
 const CPU_PERIOD_US: u64 = 100_000;
+/// The report directory's tmpfs. Root in the container (an image whose user is root)
+/// may write there: on the host's disk it would be a way around the scratch's limit,
+/// so it is a tmpfs far larger than init's few short reports and far smaller than
+/// anything that matters to the host's memory.
+const REPORT_TMPFS: &std::ffi::CStr = c"size=1m,nr_inodes=64,mode=0700";
 
 /// Docker's default capability set: what root in the container may do. The
 /// benchmark, when the image's user is not root, has none of them (init's `setuid`
@@ -70,46 +83,88 @@ pub(super) struct Bundle {
     pub dir: PathBuf,
     pub rootfs: PathBuf,
     pub report: PathBuf,
-    mounted: bool,
+    /// The iteration's upper and work directories, on the job's scratch.
+    layer: PathBuf,
+    removed: bool,
 }
 
 impl Bundle {
-    /// Creates `dir` (0700) with the overlay of `image_rootfs` mounted in it.
-    pub(super) fn create(dir: PathBuf, image_rootfs: &Path) -> Result<Bundle, String> {
+    /// Creates `dir` (0700) with the overlay of `image_rootfs` mounted in it, its
+    /// writable layer a new directory of the job's scratch filesystem mounted at
+    /// `scratch`, named like `dir`. On error nothing stays mounted and both are gone.
+    pub(super) fn create(
+        dir: PathBuf,
+        image_rootfs: &Path,
+        scratch: &Path,
+    ) -> Result<Bundle, String> {
         let io_error = |what: &str, path: &Path, e: io::Error| {
             format!("cannot {what} {}: {e}", path.display())
         };
         fs::create_dir(&dir).map_err(|e| io_error("create the bundle directory", &dir, e))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| io_error("set the mode of", &dir, e))?;
         let mut bundle = Bundle {
             rootfs: dir.join("rootfs"),
             report: dir.join("report"),
+            layer: scratch.join(dir.file_name().unwrap_or_default()),
             dir,
-            mounted: false,
+            removed: false,
         };
-        let (upper, work) = (bundle.dir.join("upper"), bundle.dir.join("work"));
-        for path in [&bundle.rootfs, &bundle.report, &upper, &work] {
-            fs::create_dir(path).map_err(|e| io_error("create", path, e))?;
+        let created = (|| {
+            fs::set_permissions(&bundle.dir, fs::Permissions::from_mode(0o700))
+                .map_err(|e| io_error("set the mode of", &bundle.dir, e))?;
+            for path in [&bundle.rootfs, &bundle.report, &bundle.layer] {
+                fs::create_dir(path).map_err(|e| io_error("create", path, e))?;
+            }
+            // Only init (root) writes reports; the job's user cannot forge them.
+            mount(
+                c"tmpfs",
+                &bundle.report,
+                c"tmpfs",
+                MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+                Some(REPORT_TMPFS),
+            )
+            .map_err(|e| io_error("mount the report tmpfs on", &bundle.report, e.into()))?;
+            let (upper, work) = (bundle.layer.join("upper"), bundle.layer.join("work"));
+            for path in [&upper, &work] {
+                fs::create_dir(path).map_err(|e| io_error("create", path, e))?;
+            }
+            mount_overlay(image_rootfs, &upper, &work, &bundle.rootfs)
+        })();
+        match created {
+            Ok(()) => Ok(bundle),
+            Err(error) => {
+                bundle.remove();
+                Err(error)
+            }
         }
-        // Only init (root) writes reports; the job's user cannot forge them.
-        fs::set_permissions(&bundle.report, fs::Permissions::from_mode(0o700))
-            .map_err(|e| io_error("set the mode of", &bundle.report, e))?;
-        mount_overlay(image_rootfs, &upper, &work, &bundle.rootfs)?;
-        bundle.mounted = true;
-        Ok(bundle)
     }
 
-    /// Unmounts the overlay and deletes the directory. Idempotent.
+    /// Unmounts everything and deletes the directory and the layer, whose blocks
+    /// return to the job's scratch for the next iteration. Idempotent.
     pub(super) fn remove(&mut self) {
-        if self.mounted {
-            if let Err(error) = unmount(&self.rootfs, UnmountFlags::DETACH) {
-                tracing::warn!(path = %self.rootfs.display(), %error, "cannot unmount a job's root filesystem");
-            }
-            self.mounted = false;
+        if !self.removed {
+            remove_leftover(&self.dir);
+            remove_dir(&self.layer);
+            self.removed = true;
         }
-        remove_dir(&self.dir);
     }
+}
+
+/// Unmounts what a bundle or a job's scratch directory may have mounted, the overlay
+/// first (it holds the scratch), then deletes the directory: for one whose runner is
+/// gone, or whose creation failed halfway. A leftover layer goes with its scratch.
+/// Lazily: a mount still in use (by a dying container) is detached
+/// from the tree at once, so the removal below never crosses into it, and the
+/// scratch's loop device detaches itself when the last user is gone.
+pub(super) fn remove_leftover(dir: &Path) {
+    match unmount(dir.join("rootfs"), UnmountFlags::DETACH) {
+        Ok(()) | Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => {}
+        Err(error) => {
+            tracing::warn!(path = %dir.display(), %error, "cannot unmount a job's root filesystem");
+        }
+    }
+    scratch::unmount_lazily(&dir.join("scratch"));
+    let _ = unmount(dir.join("report"), UnmountFlags::DETACH);
+    remove_dir(dir);
 }
 
 /// Deletes a bundle directory that nothing is mounted on any more, without crossing

@@ -15,8 +15,14 @@
 //! - The Spec's CPUs as a CFS quota, its memory as the memory limit and 1024 tasks per
 //!   CPU as the pids limit of the container's cgroup (`/bencher/<id>`; under runsc the
 //!   pids limit counts the sandbox's own threads, and the memory limit is what bounds
-//!   the job's tasks). Disk is not limited: the upper directory is an ordinary
-//!   directory under `$TMPDIR`.
+//!   the job's tasks). The Spec's disk bounds what the job writes to its root: the
+//!   overlay's upper directory is a directory of an ext4 scratch filesystem of that
+//!   size, made once per job (a sparse image on a loop device, see `scratch`) and
+//!   emptied between iterations, so a job filling its disk gets ENOSPC inside and the
+//!   host keeps its free space. Under runsc the same
+//!   holds: `--overlay2=none` makes gVisor write through to that overlay, not to a
+//!   memory-backed overlay of its own, and `/tmp` is bound to the overlay's. Init's
+//!   report directory, writable by root in the container, is a 1 MiB tmpfs.
 //! - No new privileges; Docker's default capabilities for root, none for other users.
 //! - Its init (PID 1) is `bencher-oci-init` (see `oci-init/main.rs`), bind-mounted
 //!   read-only from the runner, which gives the benchmark the image's user and the same
@@ -26,7 +32,11 @@
 //!
 //! # One iteration
 //!
-//! 1. The bundle is created and the overlay mounted; the working directory, `/tmp`
+//! 0. Once per job, after the process is planned: the scratch filesystem is made and
+//!    mounted; after the last iteration it is unmounted (its loop device and image go
+//!    with it).
+//! 1. The bundle is created, its report tmpfs and the overlay (upper and work
+//!    directories new on the scratch) mounted; the working directory, `/tmp`
 //!    and the mount points are made inside the root, and the command is looked up in
 //!    the image (so a missing program fails the job with the same message as `none`).
 //! 2. `<runtime> run --bundle DIR ID` in the foreground, stdin `/dev/null`, stdout and
@@ -36,11 +46,13 @@
 //!    (init's `exit` report) still gets its grace period. Timeout or cancel:
 //!    `kill ID KILL`; the PID namespace dies with its init.
 //! 4. Output files are read (or measured) from the overlay's merged view, inside the root; then
-//!    `delete --force ID`, the overlay unmounted, the bundle deleted. If the
+//!    `delete --force ID`, the overlay and report tmpfs unmounted, the bundle and the
+//!    iteration's layer on the scratch deleted. If the
 //!    executor's future is dropped, a thread does that cleanup. If the runner crashes,
 //!    the next `check` of the sandbox does it (see `state`).
 
 mod bundle;
+mod scratch;
 mod state;
 
 use std::collections::BTreeMap;
@@ -62,6 +74,7 @@ use super::plan;
 use super::rootfs::{Root, RootfsError};
 use super::{Capability, ExecOutcome, ExecRequest, Resources, Sandbox};
 use bundle::{Bundle, Process};
+use scratch::JobScratch;
 use state::Dirs;
 
 /// How long the runtime may take to exit after its init's grace period, or after
@@ -163,6 +176,8 @@ struct Job {
     binary: PathBuf,
     dirs: Dirs,
     image_rootfs: PathBuf,
+    /// The mount point of the job's scratch filesystem (see `scratch`).
+    scratch: PathBuf,
     process: Process,
     resources: Resources,
     grace: Duration,
@@ -200,7 +215,7 @@ pub(super) async fn execute(
     let files: Arc<[String]> = config.file_paths.clone().unwrap_or_default().into();
     let deadline = admitted.deadline;
 
-    let prepared = tokio::task::spawn_blocking(move || -> Result<Job, String> {
+    let prepared = tokio::task::spawn_blocking(move || -> Result<(Job, JobScratch), String> {
         let binary = runtime.binary()?;
         let dirs = Dirs::of(runtime);
         dirs.prepare()?;
@@ -217,11 +232,14 @@ pub(super) async fn execute(
             credentials,
             grace_ms: u64::try_from(grace_period.as_millis()).unwrap_or(u64::MAX),
         };
-        Ok(Job {
+        // Once the job is known to be runnable: its scratch, shared by its iterations.
+        let scratch = JobScratch::create(dirs.bundles.join(state::scratch_name()), resources.disk)?;
+        let job = Job {
             runtime,
             binary,
             dirs,
             image_rootfs: rootfs,
+            scratch: scratch.mount.clone(),
             process,
             resources,
             grace: grace_period,
@@ -229,16 +247,17 @@ pub(super) async fn execute(
             build_time: config.build_time.unwrap_or(false),
             file_size: config.file_size.unwrap_or(false),
             placement,
-        })
+        };
+        Ok((job, scratch))
     })
     .await;
-    let job = match prepared {
-        Ok(Ok(job)) => Arc::new(job),
+    let (job, mut scratch) = match prepared {
+        Ok(Ok((job, scratch))) => (Arc::new(job), scratch),
         Ok(Err(error)) => return refuse(error),
         Err(error) => return refuse(format!("preparing the job failed: {error}")),
     };
     tracing::debug!(argv = ?job.process.argv, iterations = admitted.iterations, runtime = runtime.name(), "running a job in a container");
-    run_iterations(&admitted, &cancel, |index| {
+    let outcome = run_iterations(&admitted, &cancel, |index| {
         iteration(
             &job,
             index,
@@ -248,7 +267,11 @@ pub(super) async fn execute(
             &cancel,
         )
     })
-    .await
+    .await;
+    // Every iteration's container and bundle is gone (dropped ones on their own
+    // threads, which unmount lazily, so the order does not matter).
+    let _ = tokio::task::spawn_blocking(move || scratch.remove()).await;
+    outcome
 }
 
 /// One iteration's container and bundle; [`Container::finish`] removes both, and
@@ -302,7 +325,18 @@ impl Drop for Container {
 /// Creates the bundle and readies the root: mount points, working directory, `/tmp`,
 /// the command looked up in the image, `config.json`. Blocking.
 fn create(job: &Job, id: &str) -> Result<Bundle, String> {
-    let bundle = Bundle::create(job.dirs.bundles.join(id), &job.image_rootfs)?;
+    let mut bundle = Bundle::create(job.dirs.bundles.join(id), &job.image_rootfs, &job.scratch)?;
+    match ready(job, id, &bundle) {
+        Ok(()) => Ok(bundle),
+        Err(error) => {
+            // Its layer too: the scratch's space is the job's.
+            bundle.remove();
+            Err(error)
+        }
+    }
+}
+
+fn ready(job: &Job, id: &str, bundle: &Bundle) -> Result<(), String> {
     let root = Root::open(&bundle.rootfs, job.max_symlinks)
         .map_err(|e| format!("cannot open the job's root filesystem: {e}"))?;
     for dir in MOUNT_POINTS
@@ -318,7 +352,7 @@ fn create(job: &Job, id: &str) -> Result<Bundle, String> {
     find_program(&root, &job.process)?;
     let mut spec = bundle::spec(
         id,
-        &bundle,
+        bundle,
         &job.dirs.init,
         &job.process,
         &job.resources,
@@ -330,7 +364,7 @@ fn create(job: &Job, id: &str) -> Result<Bundle, String> {
     }
     spec.save(bundle.dir.join("config.json"))
         .map_err(|e| format!("cannot write the container's config.json: {e}"))?;
-    Ok(bundle)
+    Ok(())
 }
 
 /// Makes `/tmp` a world-writable sticky directory when the image has none, as
@@ -430,16 +464,11 @@ async fn iteration(
     match created {
         Ok(Ok(bundle)) => container.bundle = Some(bundle),
         Ok(Err(error)) => {
-            // A failed create may have mounted the overlay: its directory is removed
-            // by the next check's leftover cleanup only if this process is gone, so
-            // remove it now.
+            // A failed create may have left the bundle mounted: its directory is
+            // removed by the next check's leftover cleanup only if this process is
+            // gone, so remove it now.
             let dir = job.dirs.bundles.join(&id);
-            let _ = tokio::task::spawn_blocking(move || {
-                let _ =
-                    rustix::mount::unmount(dir.join("rootfs"), rustix::mount::UnmountFlags::DETACH);
-                bundle::remove_dir(&dir);
-            })
-            .await;
+            let _ = tokio::task::spawn_blocking(move || bundle::remove_leftover(&dir)).await;
             return Ended::Failed(None, error);
         }
         Err(error) => {
@@ -727,8 +756,9 @@ pub(super) fn check(runtime: Runtime) -> Result<Capability, String> {
             "jobs run in {engine} ({version}): an overlay of their image per iteration; own \
              PID, mount, IPC and UTS namespaces; a network namespace with only loopback unless \
              the Spec has network (then the host's network); the Spec's CPUs as a CPU quota, \
-             its memory as a memory limit, 1024 tasks per CPU; disk is not limited (the overlay's upper directory \
-             is under {})",
+             its memory as a memory limit, 1024 tasks per CPU; its disk as the size of an ext4 \
+             scratch filesystem per job holding each iteration's overlay upper directory (a sparse \
+             image on a loop device, in {})",
             dirs.bundles.display()
         ),
         enforces_resources: true,
@@ -743,7 +773,9 @@ fn probe(runtime: Runtime, binary: &Path, dirs: &Dirs) -> Result<(), String> {
         .prefix(&format!("{id}-image"))
         .tempdir_in(&dirs.bundles)
         .map_err(|e| format!("cannot create the probe's image directory: {e}"))?;
-    let mut bundle = Bundle::create(dirs.bundles.join(&id), image.path())?;
+    // The smallest scratch: the probe also proves loop devices and ext4 work here.
+    let mut scratch = JobScratch::create(dirs.bundles.join(state::scratch_name()), 0)?;
+    let mut bundle = Bundle::create(dirs.bundles.join(&id), image.path(), &scratch.mount)?;
     let result = (|| {
         let process = Process {
             argv: vec![bundle::INIT_PATH.to_owned(), "--version".to_owned()],
@@ -806,5 +838,6 @@ fn probe(runtime: Runtime, binary: &Path, dirs: &Dirs) -> Result<(), String> {
     })();
     state::stop(runtime, binary, dirs, &id);
     bundle.remove();
+    scratch.remove();
     result
 }

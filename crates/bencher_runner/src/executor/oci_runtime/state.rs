@@ -1,12 +1,15 @@
 //! Where the OCI runtimes keep their state and the executor its bundles, how
 //! containers are named, and the cleanup of what a crashed runner left behind. IO: the
 //! state directory (under the system temp dir), the init binary written there, the
-//! runtime's `list`, `kill` and `delete`, unmounts of leftover overlays.
+//! runtime's `list`, `kill` and `delete`, unmounts of leftover overlays, scratch
+//! filesystems and report tmpfs (see `bundle::remove_leftover`).
 //!
 //! Layout, under `$TMPDIR/bencher-oci/` (0700):
 //! - `bencher-oci-init`: the container init (see `oci-init/main.rs`), written once;
 //! - `<runtime>/state/`: the runtime's `--root`, holding only our containers;
-//! - `<runtime>/bundles/<container id>/`: one iteration's bundle.
+//! - `<runtime>/bundles/<container id>/`: one iteration's bundle;
+//! - `<runtime>/bundles/bencher-<runner pid>-<random>-scratch/`: one job's scratch
+//!   filesystem (see `scratch`), holding its iterations' writable layers.
 //!
 //! A container id is `bencher-<runner pid>-<random>-<iteration>`: several runners (and
 //! the tests' parallel jobs) share the directories, and a leftover is a container or
@@ -20,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::Runtime;
-use super::bundle::remove_dir;
+use super::bundle::remove_leftover;
 
 /// The init, built by `build.rs`.
 const INIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bencher-oci-init"));
@@ -95,6 +98,16 @@ pub(super) fn container_id(iteration: u32) -> String {
     )
 }
 
+/// A fresh name for a job's scratch directory (see `scratch`), beside the bundles and
+/// named like them, so the same leftover rule finds it.
+pub(super) fn scratch_name() -> String {
+    format!(
+        "{PREFIX}{}-{:08x}-scratch",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
 /// The runner pid a container id or bundle name carries, if it is one of ours.
 fn owner(name: &str) -> Option<u32> {
     name.strip_prefix(PREFIX)?.split('-').next()?.parse().ok()
@@ -122,10 +135,9 @@ pub(super) fn clean_leftovers(runtime: Runtime, binary: &Path, dirs: &Dirs) -> V
         if !is_leftover(&name) {
             continue;
         }
-        let rootfs = entry.path().join("rootfs");
-        // Detached, so the removal below cannot reach into the image's layers.
-        let _ = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH);
-        remove_dir(&entry.path());
+        // Unmounted (detached) before the removal, so it cannot reach into the
+        // image's layers; the scratch's loop device and image go with its unmount.
+        remove_leftover(&entry.path());
         if !removed.contains(&name) {
             removed.push(name);
         }
@@ -193,6 +205,12 @@ mod tests {
         assert!(!is_leftover("someone-elses"));
         // Pid 2^22 + 1 is above every kernel's pid_max: never a live process.
         assert!(is_leftover("bencher-4194305-0000abcd-1"));
+        // A job's scratch directory follows the same rule.
+        let scratch = scratch_name();
+        assert_eq!(owner(&scratch), Some(std::process::id()));
+        assert!(scratch.ends_with("-scratch"));
+        assert!(!is_leftover(&scratch));
+        assert!(is_leftover("bencher-4194305-0000abcd-scratch"));
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub(super) fn root_disk(rootfs: &Path) -> Result<PathBuf, String> {
 /// contents die with the job) and with lazily initialised inode tables, so building it
 /// writes a few MiB whatever its size; the guest mounts it with `noinit_itable`, so no
 /// kernel thread finishes that work during the benchmark.
-pub(super) fn scratch_disk(path: &Path, size: u64) -> Result<(), String> {
+pub(in crate::executor) fn scratch_disk(path: &Path, size: u64) -> Result<(), String> {
     let file =
         fs::File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     file.set_len(size.max(64 * MIB))

@@ -23,7 +23,7 @@
 //! the job's machine, so nothing it sends is trusted beyond its frame format.
 
 mod cpio;
-mod disk;
+pub(super) mod disk;
 mod kernel;
 mod qemu;
 
