@@ -285,6 +285,7 @@ fn status_lists_the_spool_and_a_leftover_tuning_state() {
             value: "60".into(),
             format: Format::Plain,
         }],
+        Vec::new(),
     );
     saved.pid = dead;
     state::save(&dir, &saved).unwrap();

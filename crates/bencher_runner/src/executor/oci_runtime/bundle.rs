@@ -406,7 +406,9 @@ mod tests {
             dir: dir.path().to_owned(),
             rootfs: dir.path().join("rootfs"),
             report: dir.path().join("report"),
-            mounted: false,
+            layer: dir.path().join("layer"),
+            // Nothing is mounted: dropping it must not try to unmount.
+            removed: true,
         };
         let process = Process {
             argv: vec!["true".to_owned()],
