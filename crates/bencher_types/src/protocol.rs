@@ -208,12 +208,20 @@ pub enum ServerMessage {
     NoJob,
     /// Stop the current job.
     Cancel,
-    /// Update the runner binary before the next job.
+    /// Update the runner binary before the next job. Answers a `ready` that lists the
+    /// `update` feature, instead of `job`/`no_job`; a runner that does not update sends
+    /// `ready` again without that feature.
     Update {
         version: String,
+        /// Where to download the artifact: absolute, or relative to the server's URL
+        /// (then the download authenticates with the runner key).
         url: String,
         /// SHA-256 hex of the artifact.
         checksum: String,
+        /// Base64 of the ed25519 signature over the artifact's bytes, checked against
+        /// the public key configured on the runner. A runner refuses an unsigned update.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<String>,
     },
 }
 

@@ -934,6 +934,7 @@ fn update_is_logged_and_ignored() {
             version: "9.9.9".into(),
             url: "https://example.com/runner".into(),
             checksum: "0".repeat(64),
+            signature: None,
         }),
     );
     assert_eq!(
