@@ -27,7 +27,7 @@ const APP_DIR: &str = "bencher-runner";
 #[derive(Debug, Parser)]
 #[command(
     name = "runner",
-    version,
+    version = crate::update::VERSION,
     about = "The Bencher runner: claims benchmark Jobs from a Bencher API server and runs them on this machine"
 )]
 pub struct Cli {
@@ -50,6 +50,10 @@ pub enum Command {
     /// Changes nothing: it reports the host as it is, with the current value of every
     /// knob host tuning would set.
     Noise(NoiseArgs),
+    /// Print this binary's version and exit: what a runner that downloaded it as an
+    /// update runs before installing it
+    #[command(hide = true)]
+    SelfCheck,
     /// Install the runner as a systemd service: a unit and its environment file
     ///
     /// Takes the same settings as `runner up` (flags or environment variables). The
@@ -190,6 +194,10 @@ pub struct UpArgs {
     // for BENCHER_NO_AUTO_UPDATE=false.
     #[arg(long)]
     pub max_download_size: Option<ByteSize>,
+    /// The ed25519 public key self-update binaries must be signed with (base64 of its
+    /// 32 bytes); without it, the runner does not update itself
+    #[arg(long, env = "BENCHER_UPDATE_PUBLIC_KEY")]
+    pub update_public_key: Option<crate::update::UpdateKey>,
     /// The maximum size in bytes for collected stdout and stderr (25 MiB by default)
     #[arg(long, default_value = "25MiB")]
     pub max_output_size: ByteSize,

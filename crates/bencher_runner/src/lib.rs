@@ -17,3 +17,4 @@ pub mod service;
 pub mod spool;
 pub mod status;
 pub mod tuning;
+pub mod update;

@@ -10,8 +10,8 @@ use anyhow::Context;
 use bencher_runner::agent::{self, Exit};
 use bencher_runner::cli::{Cli, Command, InstallArgs, NoiseArgs, StatusArgs, UpArgs};
 use bencher_runner::noise;
-use bencher_runner::run_local;
 use bencher_runner::tuning::Tuning;
+use bencher_runner::{run_local, update};
 use bencher_runner::{service, status};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -36,6 +36,10 @@ fn main() -> ExitCode {
             Command::Noise(args) => noise(args).await,
             Command::Install(args) => install(&args),
             Command::Status(args) => status(&args),
+            Command::SelfCheck => {
+                println!("{}", bencher_runner::update::VERSION);
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {
@@ -51,7 +55,14 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     // Installed before anything else, so a signal while starting up drains instead of
     // killing the process.
     let signals = forward_signals().context("cannot install the signal handlers")?;
-    match agent::up(args, signals).await? {
+    // Read now: once an update renamed another binary over it, /proc/self/exe names
+    // the old, deleted file.
+    let exe = std::env::current_exe().context("cannot find the path of this runner binary")?;
+    let exit = match agent::up(args, signals).await {
+        Ok(exit) => exit,
+        Err(error) => return Err(roll_back_update(&exe, error.into())),
+    };
+    match exit {
         Exit::Drained => {
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
@@ -64,6 +75,34 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::FAILURE)
         }
+        Exit::Updated => {
+            // Returns only when the new binary cannot be executed; the service manager
+            // restarts us, and a failed start then rolls back.
+            let error = update::reexec(&exe);
+            Err(anyhow::Error::new(error).context(format!(
+                "cannot execute the updated runner binary {}",
+                exe.display()
+            )))
+        }
+    }
+}
+
+/// `runner up` failed to start. When this binary came with an update that was not
+/// confirmed yet, the previous binary goes back and runs instead; else `error` is the
+/// operator's to see.
+fn roll_back_update(exe: &std::path::Path, error: anyhow::Error) -> anyhow::Error {
+    match update::roll_back_if_pending(exe) {
+        Ok(None) => error,
+        Ok(Some(previous)) => {
+            eprintln!(
+                "error: the updated runner {} failed to start: {error:#}; rolling back to the \
+                 previous binary",
+                update::VERSION
+            );
+            let exec_error = update::reexec(&previous);
+            anyhow::Error::new(exec_error).context("cannot execute the previous runner binary")
+        }
+        Err(rollback) => error.context(format!("and the rollback failed: {rollback}")),
     }
 }
 

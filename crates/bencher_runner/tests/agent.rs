@@ -343,6 +343,7 @@ impl Agent {
             poll_timeout: 55,
             metadata: bencher_runner::agent::metadata(),
             features: vec![],
+            auto_update: false,
             os: Some(Os::Linux),
             architecture: Some(if host_arch() == "aarch64" {
                 Architecture::Aarch64
@@ -384,6 +385,7 @@ impl Agent {
             link,
             backend.clone(),
             spool,
+            None,
             signals_rx,
         ));
         Self {

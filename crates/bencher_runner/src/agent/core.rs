@@ -14,6 +14,10 @@
 //! - Every job the server assigns gets exactly one terminal message, including jobs the
 //!   runner refuses (no sandbox, wrong platform, busy, shutting down), which are never
 //!   started.
+//! - An `update` is acted on only between jobs, with nothing left to deliver: while it
+//!   is downloaded and checked no `ready` is sent, so no job can arrive; a failed one
+//!   is retried after a growing pause, during which `ready` omits the `update` feature
+//!   and jobs run as usual.
 //! - After a signal the runner sends no more `ready`; it lets the current job finish
 //!   within the drain bound, cancels it after that (or at once on a second signal), and
 //!   exits once its terminal message is acknowledged or the bound passed (the spool
@@ -44,6 +48,7 @@ use bencher_types::protocol::{
 use bencher_types::{Architecture, Capabilities, JobUuid, JsonSpec, Os, Sandbox};
 
 use crate::spool::terminal_job;
+use crate::update::Offer;
 
 /// The flag that lets a runner run jobs without a sandbox; named in refusals.
 pub const ALLOW_NO_SANDBOX_FLAG: &str = "--danger-allow-no-sandbox";
@@ -68,6 +73,10 @@ pub struct Timing {
     /// server received it and will not acknowledge it (a job of another runner identity,
     /// say), and waiting for it forever would keep the runner from taking jobs.
     pub resend_limit: u32,
+    /// After a failed update, the first pause before the `update` feature is offered
+    /// again; it doubles with each failure up to `update_backoff_max`.
+    pub update_backoff: Duration,
+    pub update_backoff_max: Duration,
 }
 
 impl Default for Timing {
@@ -79,6 +88,8 @@ impl Default for Timing {
             resend: Duration::from_secs(30),
             ack_window: Duration::from_secs(10),
             resend_limit: 10,
+            update_backoff: Duration::from_secs(60),
+            update_backoff_max: Duration::from_secs(6 * 3600),
         }
     }
 }
@@ -91,6 +102,9 @@ pub struct Config {
     pub metadata: RunnerMetadata,
     /// Protocol extensions this runner speaks.
     pub features: Vec<String>,
+    /// Whether this runner updates itself when the server offers it (auto-update on and
+    /// a public key configured); `ready` then lists the `update` feature.
+    pub auto_update: bool,
     /// The host, in Spec terms; `None` when it is not one a Spec can name.
     pub os: Option<Os>,
     pub architecture: Option<Architecture>,
@@ -227,6 +241,15 @@ pub enum Input {
     Signal,
     /// The server refused the runner's key (HTTP 401 on the upgrade).
     Unauthorized,
+    /// The offered update is installed: the runner re-executes itself.
+    UpdateInstalled {
+        version: String,
+    },
+    /// The offered update was not installed; the running binary is unchanged.
+    UpdateFailed {
+        version: String,
+        error: String,
+    },
 }
 
 /// What the core asks the driver to do, in order.
@@ -245,6 +268,9 @@ pub enum Effect {
     Prepare(Box<Assignment>),
     /// Run the prepared job on its own task, then report `Finished`.
     Execute(JobUuid),
+    /// Download, verify and install the update, then report `UpdateInstalled` or
+    /// `UpdateFailed`.
+    Update(Offer),
     /// Ask the job's task to stop (it still reports `Finished`).
     Cancel(JobUuid),
     /// The task did not stop in time: abort it and report `Finished` with
@@ -267,6 +293,8 @@ pub enum Exit {
     Drained,
     /// The server refused the key: rotated, or the runner archived.
     Unauthorized,
+    /// A new binary is installed: re-execute it with the same arguments.
+    Updated,
 }
 
 /// Something worth logging; the driver picks the level.
@@ -277,9 +305,21 @@ pub enum Note {
     },
     UnknownEvent(String),
     Malformed(String),
-    /// `update` is not acted on yet (self-update comes later).
+    /// `update` while this runner does not update itself, or is busy.
     UpdateIgnored {
         version: String,
+        reason: &'static str,
+    },
+    UpdateStarted {
+        version: String,
+    },
+    UpdateInstalled {
+        version: String,
+    },
+    UpdateFailed {
+        version: String,
+        error: String,
+        retry_in: Duration,
     },
     JobAssigned {
         job: JobUuid,
@@ -346,6 +386,11 @@ pub struct State {
     stop: Stop,
     /// Learned: the server acknowledges every message, not only the documented ones.
     acks_everything: bool,
+    /// An update is being downloaded and installed.
+    updating: bool,
+    /// Failed updates in a row, and when the `update` feature is offered again.
+    update_failures: u32,
+    update_retry_at: Duration,
     exited: bool,
 }
 
@@ -457,6 +502,9 @@ impl State {
             outbox,
             stop: Stop::No,
             acks_everything: false,
+            updating: false,
+            update_failures: 0,
+            update_retry_at: Duration::ZERO,
             exited: false,
         }
     }
@@ -507,6 +555,8 @@ pub fn step(state: &mut State, input: Input) -> Vec<Effect> {
             };
             state.cancel_job(CancelReason::Stop, &mut fx);
         }
+        Input::UpdateInstalled { version } => state.update_installed(version, &mut fx),
+        Input::UpdateFailed { version, error } => state.update_failed(version, error, &mut fx),
     }
     state.settle(&mut fx);
     fx.0
@@ -689,8 +739,81 @@ impl State {
                 }
                 None => fx.note(Note::CancelWithoutJob),
             },
-            ServerMessage::Update { version, .. } => fx.note(Note::UpdateIgnored { version }),
+            ServerMessage::Update {
+                version,
+                url,
+                checksum,
+                signature,
+            } => self.update_offered(
+                Offer {
+                    version,
+                    url,
+                    checksum,
+                    signature,
+                },
+                fx,
+            ),
         }
+    }
+
+    /// `update` answers a `ready` like `no_job`; it is acted on only when this runner
+    /// asked for it and is idle.
+    fn update_offered(&mut self, offer: Offer, fx: &mut Effects) {
+        let polling = self.conn_mut().is_some_and(|conn| conn.polling);
+        self.answered_ready();
+        let reason = if !self.config.auto_update {
+            Some("self-update is off (--no-auto-update, or no --update-public-key)")
+        } else if self.updating {
+            Some("an update is already in progress")
+        } else if !polling || self.job.is_some() || !self.outbox.is_empty() {
+            Some("it arrived while the runner was busy; updates wait for an idle moment")
+        } else if self.stop != Stop::No {
+            Some("the runner is stopping")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            fx.note(Note::UpdateIgnored {
+                version: offer.version,
+                reason,
+            });
+            return;
+        }
+        self.updating = true;
+        fx.note(Note::UpdateStarted {
+            version: offer.version.clone(),
+        });
+        fx.push(Effect::Update(offer));
+    }
+
+    fn update_installed(&mut self, version: String, fx: &mut Effects) {
+        self.updating = false;
+        fx.note(Note::UpdateInstalled { version });
+        // Idle by construction (no `ready` went out meanwhile), so this exits at once;
+        // a signal that came first keeps its own exit.
+        if self.stop == Stop::No {
+            self.stop = Stop::Finish {
+                deadline: self.now,
+                exit: Exit::Updated,
+            };
+        }
+    }
+
+    fn update_failed(&mut self, version: String, error: String, fx: &mut Effects) {
+        self.updating = false;
+        self.update_failures = self.update_failures.saturating_add(1);
+        let timing = self.config.timing;
+        let doublings = self.update_failures.saturating_sub(1).min(20);
+        let retry_in = timing
+            .update_backoff
+            .saturating_mul(1 << doublings)
+            .min(timing.update_backoff_max);
+        self.update_retry_at = self.now + retry_in;
+        fx.note(Note::UpdateFailed {
+            version,
+            error,
+            retry_in,
+        });
     }
 
     /// `job` or `no_job` answered the outstanding `ready`.
@@ -955,15 +1078,19 @@ impl State {
         }
         let (exit, give_up) = match self.stop {
             Stop::No => {
-                let idle = self.job.is_none() && self.outbox.is_empty();
+                let idle = self.job.is_none() && self.outbox.is_empty() && !self.updating;
                 if idle
                     && let Link::Up(conn) = &self.link
                     && !conn.polling
                 {
+                    let mut features = self.config.features.clone();
+                    if self.config.auto_update && self.now >= self.update_retry_at {
+                        features.push("update".to_owned());
+                    }
                     let ready = RunnerMessage::Ready {
                         poll_timeout: Some(self.config.poll_timeout),
                         runner: Some(self.config.metadata.clone()),
-                        features: self.config.features.clone(),
+                        features,
                         capabilities: Some(self.config.capabilities()),
                     };
                     self.send(ready, fx);

@@ -24,6 +24,7 @@ use super::core::{self, Assignment, Effect, Exit, Input, JobOutcome, Note, State
 use super::link::{self, LinkConfig, LinkEvent, Outgoing};
 use crate::spool::{Spool, SpoolError};
 use crate::status::file::StatusFile;
+use crate::update::Updater;
 
 /// How often the core gets a `Tick`: the heartbeat period.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -70,6 +71,7 @@ pub async fn run<B: JobBackend>(
     link_config: LinkConfig,
     backend: Arc<B>,
     spool: Spool,
+    updater: Option<Arc<Updater>>,
     mut signals: mpsc::UnboundedReceiver<()>,
 ) -> Result<Exit, AgentError> {
     let spool = Arc::new(spool);
@@ -108,6 +110,7 @@ pub async fn run<B: JobBackend>(
         outgoing: outgoing_tx,
         conn: None,
         jobs: HashMap::new(),
+        updater,
     };
     let exit = loop {
         let input = tokio::select! {
@@ -188,6 +191,7 @@ struct Driver<B: JobBackend> {
     /// The connection the core believes is up.
     conn: Option<u64>,
     jobs: HashMap<JobUuid, Slot<B::Prepared>>,
+    updater: Option<Arc<Updater>>,
 }
 
 struct Slot<P> {
@@ -260,6 +264,7 @@ impl<B: JobBackend> Driver<B> {
                     Err(error) => tracing::error!(error = %error, "the spool task failed"),
                 }
             }
+            Effect::Update(offer) => self.update(offer),
             Effect::Prepare(assignment) => self.prepare(*assignment),
             Effect::Execute(job) => self.execute(job),
             Effect::Cancel(job) => {
@@ -290,6 +295,27 @@ impl<B: JobBackend> Driver<B> {
             // Handled by the loop.
             Effect::Exit(_) => {}
         }
+    }
+
+    /// Runs the update on its own task: the loop keeps heartbeating the connection.
+    fn update(&self, offer: crate::update::Offer) {
+        let events = self.events.clone();
+        let updater = self.updater.clone();
+        tokio::spawn(async move {
+            let version = offer.version.clone();
+            let result = match updater {
+                Some(updater) => updater
+                    .apply(&offer)
+                    .await
+                    .map_err(|error| crate::agent::error_chain(&error)),
+                None => Err("this runner has no updater".to_owned()),
+            };
+            let input = match result {
+                Ok(()) => Input::UpdateInstalled { version },
+                Err(error) => Input::UpdateFailed { version, error },
+            };
+            let _ = events.send(Event::Input(input));
+        });
     }
 
     fn send(&self, message: &RunnerMessage) {
@@ -370,9 +396,27 @@ fn log(note: &Note) {
         Note::Malformed(error) => {
             tracing::warn!(error = %error, "ignored a malformed message from the server");
         }
-        Note::UpdateIgnored { version } => tracing::info!(
+        Note::UpdateIgnored { version, reason } => tracing::info!(
             version = %version,
-            "the server offers another runner version; self-update is not implemented yet, so it is ignored"
+            reason,
+            "the server offers another runner version; not updating"
+        ),
+        Note::UpdateStarted { version } => {
+            tracing::info!(version = %version, "updating the runner binary");
+        }
+        Note::UpdateInstalled { version } => tracing::info!(
+            version = %version,
+            "runner binary updated; restarting it with the same arguments"
+        ),
+        Note::UpdateFailed {
+            version,
+            error,
+            retry_in,
+        } => tracing::warn!(
+            version = %version,
+            error = %error,
+            retry_in_s = retry_in.as_secs(),
+            "update failed; the running binary is unchanged and keeps running jobs"
         ),
         Note::JobAssigned { job } => tracing::info!(job = %job, "job assigned; pulling its image"),
         Note::JobRefused { job, reason } => {

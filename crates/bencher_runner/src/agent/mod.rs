@@ -51,6 +51,8 @@ pub enum UpError {
     Tuning(#[source] crate::tuning::TuningError),
     #[error(transparent)]
     Agent(#[from] driver::AgentError),
+    #[error("this build fails to start on purpose (BENCHER_RUNNER_TEST_FAIL_START={0})")]
+    TestFailStart(&'static str),
 }
 
 /// Link timings for a real server; tests use shorter ones.
@@ -74,15 +76,20 @@ pub fn metadata() -> RunnerMetadata {
     RunnerMetadata {
         os: std::env::consts::OS.to_owned(),
         arch: std::env::consts::ARCH.to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
+        version: crate::update::VERSION.to_owned(),
         channel: None,
-        checksum: None,
+        checksum: crate::update::own_checksum(),
     }
 }
 
 /// `runner up`: checks what this host can run, opens the cache and the spool, and runs
 /// the agent until a signal drains it or the server refuses the key.
 pub async fn up(args: UpArgs, signals: mpsc::UnboundedReceiver<()>) -> Result<Exit, UpError> {
+    // Set only for the build tests/update.rs makes to see an update that cannot start
+    // rolled back; never in a release build.
+    if let Some(reason) = option_env!("BENCHER_RUNNER_TEST_FAIL_START") {
+        return Err(UpError::TestFailStart(reason));
+    }
     let capabilities = tokio::task::spawn_blocking(host::Capabilities::detect)
         .await
         .map_err(driver::AgentError::Task)?;
@@ -128,9 +135,12 @@ pub async fn up(args: UpArgs, signals: mpsc::UnboundedReceiver<()>) -> Result<Ex
             .await
             .map_err(driver::AgentError::Task)?
     };
+    let link_config = link_config(&args).map_err(UpError::Link)?;
+    let updater = updater(&args, &link_config);
     let core_config = core::Config {
         poll_timeout: args.poll_timeout,
         metadata: metadata(),
+        auto_update: updater.is_some(),
         // `upload`: large output goes over HTTP first (see `link`). `capabilities`:
         // `ready` says what this runner can run.
         features: vec!["upload".to_owned(), "capabilities".to_owned()],
@@ -144,7 +154,6 @@ pub async fn up(args: UpArgs, signals: mpsc::UnboundedReceiver<()>) -> Result<Ex
             ..core::Timing::default()
         },
     };
-    let link_config = link_config(&args).map_err(UpError::Link)?;
     // Which Specs this runner serves, said once at start; an unreachable server only
     // delays this (the link keeps retrying), and the server applies the same rule.
     match link::fetch_specs(&link_config).await {
@@ -153,7 +162,51 @@ pub async fn up(args: UpArgs, signals: mpsc::UnboundedReceiver<()>) -> Result<Ex
     }
     let tuning = restore_leftover_tuning(&args).await?;
     let backend = Arc::new(host::HostBackend::new(cache, &args).with_tuning(tuning));
-    Ok(driver::run(core_config, link_config, backend, spool, signals).await?)
+    // Started: an update that brought this binary is confirmed (no rollback now).
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(from) = crate::update::confirm_started(&exe)
+    {
+        tracing::info!(from = %from, to = crate::update::VERSION, "update confirmed");
+    }
+    Ok(driver::run(core_config, link_config, backend, spool, updater, signals).await?)
+}
+
+/// The updater, when this runner updates itself: auto-update on and a public key to
+/// check signatures with. Without a key, offers are declined (an unsigned binary is
+/// never installed), and the log says how to turn it on.
+fn updater(args: &UpArgs, link: &LinkConfig) -> Option<Arc<crate::update::Updater>> {
+    if args.no_auto_update {
+        tracing::info!("self-update off (--no-auto-update)");
+        return None;
+    }
+    let Some(public_key) = args.update_public_key.clone() else {
+        tracing::info!(
+            "self-update off: no --update-public-key (BENCHER_UPDATE_PUBLIC_KEY) to verify \
+             signed updates with"
+        );
+        return None;
+    };
+    let exe = match std::env::current_exe().and_then(std::fs::canonicalize) {
+        Ok(exe) => exe,
+        Err(error) => {
+            tracing::warn!(%error, "self-update off: cannot find this runner's binary");
+            return None;
+        }
+    };
+    match crate::update::Updater::new(
+        (*link.tls).clone(),
+        args.host.clone(),
+        args.key.clone(),
+        public_key,
+        args.max_download_size(),
+        exe,
+    ) {
+        Ok(updater) => Some(Arc::new(updater)),
+        Err(error) => {
+            tracing::warn!(%error, "self-update off");
+            None
+        }
+    }
 }
 
 /// The host tuning of `--no-tuning` and friends; first restores what a runner that

@@ -202,6 +202,7 @@ impl StatusFile {
             Effect::Note(Note::Draining { .. }) => self.draining(),
             Effect::Exit(Exit::Drained) => self.stopped("drained"),
             Effect::Exit(Exit::Unauthorized) => self.stopped("the server refused the key"),
+            Effect::Exit(Exit::Updated) => self.stopped("restarting as the updated binary"),
             _ => {}
         }
     }

@@ -265,18 +265,30 @@ impl Runner {
 
     /// Starts the runner `slug` with the cache and spool of `dirs`.
     pub fn start_as(server: &TestServer, slug: &str, key: &str, dirs: RunnerDirs) -> Self {
-        Self::spawn(server, slug, key, dirs, true, &[])
+        Self::spawn(server, slug, key, dirs, true, &[], None)
     }
 
     /// Starts the runner `e2e` with the cache and spool of `dirs` and `extra` flags.
     pub fn start_with(server: &TestServer, key: &str, dirs: RunnerDirs, extra: &[&str]) -> Self {
-        Self::spawn(server, "e2e", key, dirs, true, extra)
+        Self::spawn(server, "e2e", key, dirs, true, extra, None)
     }
 
     /// Starts the runner `slug` without `--danger-allow-no-sandbox`: it runs only
     /// sandboxed jobs.
     pub fn start_sandboxed(server: &TestServer, slug: &str, key: &str) -> Self {
-        Self::spawn(server, slug, key, RunnerDirs::new(), false, &[])
+        Self::spawn(server, slug, key, RunnerDirs::new(), false, &[], None)
+    }
+
+    /// Starts the runner `e2e` from `binary` (a copy it may replace) with self-update
+    /// on, and `extra` flags.
+    pub fn start_updating(
+        server: &TestServer,
+        key: &str,
+        dirs: RunnerDirs,
+        binary: &std::path::Path,
+        extra: &[&str],
+    ) -> Self {
+        Self::spawn(server, "e2e", key, dirs, true, extra, Some(binary))
     }
 
     fn spawn(
@@ -286,16 +298,22 @@ impl Runner {
         dirs: RunnerDirs,
         allow_host: bool,
         extra: &[&str],
+        updating_binary: Option<&std::path::Path>,
     ) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dirs.log_path())
             .unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+        let binary = updating_binary.map_or(
+            std::path::Path::new(env!("CARGO_BIN_EXE_runner")),
+            |binary| binary,
+        );
+        let child = tokio::process::Command::new(binary)
             .args(["up", "--host", server.url.as_str(), "--runner", slug])
             .args(allow_host.then_some("--danger-allow-no-sandbox"))
-            .args(["--poll-timeout", "30", "--no-auto-update"])
+            .args(["--poll-timeout", "30"])
+            .args(updating_binary.is_none().then_some("--no-auto-update"))
             .arg("--cache-dir")
             .arg(dirs.cache.path())
             .arg("--spool-dir")

@@ -15,6 +15,8 @@ const TIMING: Timing = Timing {
     resend: Duration::from_secs(30),
     ack_window: Duration::from_secs(10),
     resend_limit: 3,
+    update_backoff: Duration::from_secs(60),
+    update_backoff_max: Duration::from_secs(600),
 };
 
 fn metadata() -> RunnerMetadata {
@@ -32,6 +34,7 @@ fn config() -> Config {
         poll_timeout: 55,
         metadata: metadata(),
         features: vec![],
+        auto_update: false,
         os: Some(Os::Linux),
         architecture: Some(Architecture::X86_64),
         no_sandbox: NoSandbox::Refused,
@@ -925,24 +928,170 @@ fn unknown_events_are_logged_and_ignored() {
     );
 }
 
+fn offer(version: &str) -> ServerMessage {
+    ServerMessage::Update {
+        version: version.into(),
+        url: "/v0/runners/r/update/linux/x86_64".into(),
+        checksum: "0".repeat(64),
+        signature: Some("c2ln".into()),
+    }
+}
+
+fn ready_with(features: &[&str]) -> Effect {
+    let Effect::Send(RunnerMessage::Ready {
+        poll_timeout,
+        runner,
+        capabilities,
+        ..
+    }) = ready()
+    else {
+        unreachable!()
+    };
+    Effect::Send(RunnerMessage::Ready {
+        poll_timeout,
+        runner,
+        features: features.iter().map(|f| (*f).to_owned()).collect(),
+        capabilities,
+    })
+}
+
 #[test]
-fn update_is_logged_and_ignored() {
+fn without_auto_update_an_offer_is_logged_and_answered_like_no_job() {
     let mut state = polling();
-    let fx = step(
-        &mut state,
-        Input::Message(ServerMessage::Update {
-            version: "9.9.9".into(),
-            url: "https://example.com/runner".into(),
-            checksum: "0".repeat(64),
-            signature: None,
-        }),
-    );
+    let fx = step(&mut state, Input::Message(offer("9.9.9")));
     assert_eq!(
         fx,
-        vec![Effect::Note(Note::UpdateIgnored {
-            version: "9.9.9".into()
-        })]
+        vec![
+            Effect::Note(Note::UpdateIgnored {
+                version: "9.9.9".into(),
+                reason: "self-update is off (--no-auto-update, or no --update-public-key)",
+            }),
+            ready()
+        ]
     );
+}
+
+fn updating_state() -> State {
+    let mut state = State::new(
+        Config {
+            auto_update: true,
+            ..config()
+        },
+        vec![],
+    );
+    assert_eq!(
+        acts(step(&mut state, Input::Connected)),
+        vec![ready_with(&["update"])]
+    );
+    state
+}
+
+#[test]
+fn an_installed_update_exits_to_re_execute_and_no_ready_goes_out_meanwhile() {
+    let mut state = updating_state();
+    let fx = acts(step(&mut state, Input::Message(offer("9.9.9"))));
+    let Effect::Update(update) = &fx[..][0] else {
+        panic!("no update: {fx:?}");
+    };
+    assert_eq!(update.version, "9.9.9");
+    assert_eq!(fx.len(), 1, "nothing else while updating: {fx:?}");
+    // Ticks keep the connection, but ask for no job.
+    assert!(
+        acts(step(
+            &mut state,
+            Input::Tick {
+                now: Duration::from_secs(5)
+            }
+        ))
+        .is_empty()
+    );
+    // A second offer while busy is declined.
+    let fx = step(&mut state, Input::Message(offer("9.9.9")));
+    assert!(matches!(
+        fx.as_slice(),
+        [Effect::Note(Note::UpdateIgnored { reason, .. })] if reason.contains("in progress")
+    ));
+    let fx = acts(step(
+        &mut state,
+        Input::UpdateInstalled {
+            version: "9.9.9".into(),
+        },
+    ));
+    assert_eq!(fx, vec![Effect::Exit(Exit::Updated)]);
+}
+
+#[test]
+fn a_failed_update_backs_off_and_jobs_keep_coming() {
+    let mut state = updating_state();
+    let fx = acts(step(&mut state, Input::Message(offer("9.9.9"))));
+    assert!(matches!(fx.as_slice(), [Effect::Update(_)]));
+    let failed = |state: &mut State| {
+        step(
+            state,
+            Input::UpdateFailed {
+                version: "9.9.9".into(),
+                error: "bad signature".into(),
+            },
+        )
+    };
+    // Ready again, without the feature: the server sends jobs, not the offer.
+    let fx = failed(&mut state);
+    assert_eq!(
+        fx,
+        vec![
+            Effect::Note(Note::UpdateFailed {
+                version: "9.9.9".into(),
+                error: "bad signature".into(),
+                retry_in: Duration::from_secs(60),
+            }),
+            ready_with(&[])
+        ]
+    );
+    let job = JobUuid::new_v4();
+    let fx = acts(step(&mut state, sandboxed_job(job)));
+    assert!(matches!(fx.as_slice(), [Effect::Prepare(a)] if a.job == job));
+    // Past the pause, the next `ready` asks for updates again.
+    let fx = acts(step(
+        &mut state,
+        Input::Tick {
+            now: Duration::from_secs(61),
+        },
+    ));
+    assert!(
+        !fx.iter()
+            .any(|e| matches!(e, Effect::Send(RunnerMessage::Ready { .. })))
+    );
+    let mut state = updating_state();
+    step(&mut state, Input::Message(offer("9.9.9")));
+    failed(&mut state);
+    step(&mut state, Input::Message(ServerMessage::NoJob));
+    step(
+        &mut state,
+        Input::Tick {
+            now: Duration::from_secs(61),
+        },
+    );
+    let fx = acts(step(&mut state, Input::Message(ServerMessage::NoJob)));
+    assert_eq!(fx, vec![ready_with(&["update"])]);
+    // The second failure in a row pauses twice as long.
+    step(&mut state, Input::Message(offer("9.9.9")));
+    let fx = failed(&mut state);
+    assert!(matches!(
+        fx.as_slice(),
+        [Effect::Note(Note::UpdateFailed { retry_in, .. }), _] if *retry_in == Duration::from_secs(120)
+    ));
+}
+
+#[test]
+fn an_offer_during_a_job_is_not_acted_on() {
+    let job = JobUuid::new_v4();
+    let mut state = updating_state();
+    step(&mut state, sandboxed_job(job));
+    let fx = step(&mut state, Input::Message(offer("9.9.9")));
+    assert!(matches!(
+        fx.as_slice(),
+        [Effect::Note(Note::UpdateIgnored { reason, .. })] if reason.contains("busy")
+    ));
 }
 
 // ---- drain and stop ----
