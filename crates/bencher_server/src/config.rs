@@ -9,6 +9,7 @@ use bencher_types::{ApiToken, ByteSize};
 use serde::{Deserialize, Deserializer};
 
 use crate::blobs::{BlobConfig, BlobConfigError};
+use crate::update::{UpdateConfig, UpdateConfigError};
 
 pub const DEFAULT_PORT: u16 = 6610;
 /// Largest request body the REST API accepts unless configured otherwise.
@@ -112,6 +113,8 @@ pub struct ConfigFile {
     pub max_blob_size: Option<ByteSize>,
     #[serde(default, deserialize_with = "size_or_number")]
     pub max_output_size: Option<ByteSize>,
+    /// Runner self-update: the offered version and its artifacts. Absent: no offers.
+    pub update: Option<UpdateConfig>,
 }
 
 fn size_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
@@ -154,6 +157,8 @@ pub enum ConfigError {
     AdminToken(#[source] bencher_types::KeyError),
     #[error("invalid blob store")]
     BlobStore(#[source] BlobConfigError),
+    #[error("invalid [update] section")]
+    Update(#[source] UpdateConfigError),
 }
 
 /// The resolved configuration the server runs with.
@@ -176,6 +181,8 @@ pub struct Config {
     pub max_manifest_size: ByteSize,
     pub max_blob_size: ByteSize,
     pub max_output_size: ByteSize,
+    /// `[update]`, checked without IO; `App::open` loads its artifacts.
+    pub update: Option<UpdateConfig>,
 }
 
 impl Config {
@@ -194,6 +201,7 @@ impl Config {
             max_manifest_size: ByteSize::new(DEFAULT_MAX_MANIFEST_SIZE).expect("non-zero default"),
             max_blob_size: ByteSize::new(DEFAULT_MAX_BLOB_SIZE).expect("non-zero default"),
             max_output_size: ByteSize::new(DEFAULT_MAX_OUTPUT_SIZE).expect("non-zero default"),
+            update: None,
         }
     }
 
@@ -238,6 +246,10 @@ impl Config {
         if let Some(value) = &config.blob_store {
             BlobConfig::parse(value).map_err(ConfigError::BlobStore)?;
         }
+        if let Some(update) = &file.update {
+            update.validate().map_err(ConfigError::Update)?;
+        }
+        config.update = file.update;
         config.admin_token = admin_token
             .filter(|t| !t.is_empty())
             .map(|t| t.parse().map_err(ConfigError::AdminToken))
@@ -323,6 +335,19 @@ mod tests {
             ("request_limit = 0", "at least 1 byte"),
             ("heartbeat_timeout = 0", "at least 1 second"),
             ("log_format = \"xml\"", "unknown variant"),
+            (
+                "[update]\nversion = \"1\"\ndirectory = \"/r\"\nsigned = true",
+                "unknown field",
+            ),
+            (
+                "[update]\nversion = \"1\"\nchannel = \"beta\"\ndirectory = \"/r\"",
+                "unknown variant",
+            ),
+            ("[update]\nversion = \"1\"", "either `directory`"),
+            (
+                "[update]\nversion = \"1\"\ndirectory = \"releases\"",
+                "absolute path",
+            ),
         ] {
             let mut file = tempfile::NamedTempFile::new().unwrap();
             writeln!(file, "{text}").unwrap();

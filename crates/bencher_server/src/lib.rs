@@ -19,6 +19,7 @@ pub mod registry;
 pub mod report;
 pub mod store;
 pub mod threshold;
+pub mod update;
 
 use std::future::Future;
 
@@ -42,6 +43,8 @@ pub enum StartError {
     Blobs(#[from] blobs::BlobError),
     #[error("cannot load the registry token key")]
     TokenKey(#[source] store::StoreError),
+    #[error("cannot load the runner update artifacts")]
+    Update(#[source] update::UpdateLoadError),
 }
 
 /// A server ready to serve: data directory, database and admin token in place.
@@ -52,6 +55,8 @@ pub struct App {
     blobs: blobs::BlobStore,
     oci_tokens: registry::token::RegistryTokens,
     hub: channel::Hub,
+    /// What runners are offered to update to; `None` without `[update]`.
+    releases: Option<std::sync::Arc<update::Releases>>,
 }
 
 impl App {
@@ -71,6 +76,21 @@ impl App {
                 .map_err(StartError::TokenKey)?,
         );
         let hub = channel::Hub::new(store.clone());
+        let releases = match config.update.clone() {
+            None => None,
+            // Hashing the artifacts reads whole binaries: off the runtime's threads.
+            Some(update) => {
+                let releases = tokio::task::spawn_blocking(move || update::Releases::load(&update))
+                    .await
+                    .expect("loading the update artifacts does not panic")
+                    .map_err(StartError::Update)?;
+                tracing::info!(
+                    version = %releases.version, channel = ?releases.channel,
+                    platforms = releases.artifacts.len(), "runner updates offered"
+                );
+                Some(std::sync::Arc::new(releases))
+            }
+        };
         Ok(Self {
             config,
             store,
@@ -78,6 +98,7 @@ impl App {
             blobs,
             oci_tokens,
             hub,
+            releases,
         })
     }
 
@@ -125,6 +146,7 @@ impl App {
             hub: self.hub.clone(),
             timeouts: self.timeouts(),
             max_output_size: self.config.max_output_size.bytes(),
+            releases: self.releases.clone(),
         })
     }
 

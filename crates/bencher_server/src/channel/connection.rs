@@ -62,6 +62,8 @@ pub struct ChannelContext {
     pub registry: String,
     /// Largest uploaded output document read back (`max_output_size`).
     pub max_output_size: u64,
+    /// Runner self-update offers; `None` without `[update]`.
+    pub releases: Option<std::sync::Arc<crate::update::Releases>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -298,6 +300,14 @@ impl Channel {
     }
 
     async fn message(&mut self, message: RunnerMessage) -> Result<(), ChannelError> {
+        if let Some(offer) = self.update_offer(&message) {
+            // The update answers this `ready` as `no_job` would: the runner is idle, and
+            // nothing is claimed for it. It re-execs (a new channel) or sends `ready`
+            // again without the `update` feature.
+            self.set_current(None);
+            self.poll = None;
+            return self.send(&offer).await;
+        }
         match message {
             RunnerMessage::Ready {
                 poll_timeout: requested,
@@ -347,6 +357,30 @@ impl Channel {
                 self.send(&ServerMessage::Ack { job: Some(job) }).await
             }
         }
+    }
+
+    /// The `update` answering a `ready`, if `[update]` offers one to this runner.
+    fn update_offer(&self, message: &RunnerMessage) -> Option<ServerMessage> {
+        let offer = self
+            .ctx
+            .releases
+            .as_ref()?
+            .offer(self.ctx.runner, message)?;
+        if let (
+            RunnerMessage::Ready {
+                runner: Some(meta), ..
+            },
+            ServerMessage::Update {
+                version, checksum, ..
+            },
+        ) = (message, &offer)
+        {
+            tracing::info!(
+                runner = %self.ctx.runner, os = %meta.os, arch = %meta.arch,
+                from = %meta.version, to = %version, %checksum, "offering a runner update"
+            );
+        }
+        Some(offer)
     }
 
     /// The runner's Specs it can serve. A runner that announced no capabilities gets

@@ -40,6 +40,7 @@ use crate::queue::Timeouts;
 use crate::registry::RegistryLimits;
 use crate::registry::token::RegistryTokens;
 use crate::store::Store;
+use crate::update::Releases;
 use error::ApiError;
 
 /// What every handler can reach.
@@ -57,6 +58,8 @@ pub struct AppState {
     pub request_limit: usize,
     /// Largest uploaded job output document.
     pub max_output_size: u64,
+    /// Runner self-update offers; `None` without `[update]`.
+    pub releases: Option<Arc<Releases>>,
     openapi: Arc<serde_json::Value>,
 }
 
@@ -71,6 +74,7 @@ pub struct Services {
     pub hub: Hub,
     pub timeouts: Timeouts,
     pub max_output_size: u64,
+    pub releases: Option<Arc<Releases>>,
 }
 
 #[derive(OpenApi)]
@@ -132,6 +136,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(runners::upload_output))
         .routes(routes!(runners::list_specs, runners::add_spec))
         .routes(routes!(runners::remove_spec))
+        .routes(routes!(runners::download_update))
         .routes(routes!(specs::list, specs::create))
         .routes(routes!(specs::view, specs::update, specs::delete))
         .routes(routes!(tokens::list, tokens::create))
@@ -182,6 +187,7 @@ pub fn router(services: Services) -> Router {
         timeouts: services.timeouts,
         request_limit: services.request_limit,
         max_output_size: services.max_output_size,
+        releases: services.releases,
         openapi: Arc::new(openapi),
     };
     // Registry bodies stream to blob storage with their own limits, so the REST body

@@ -1,6 +1,7 @@
 //! `/v0/runners…`: Runners, their keys and the Specs they serve (server admins only), and
 //! `GET /v0/runners/{runner}/channel`, the runner's own WebSocket, authenticated with its
-//! key before the upgrade. A runner's state comes from the live channels (`channel::Hub`)
+//! key before the upgrade, and `GET /v0/runners/{runner}/update/{os}/{arch}`, the
+//! runner update artifacts this server hosts. A runner's state comes from the live channels (`channel::Hub`)
 //! and the store.
 
 use std::collections::HashMap;
@@ -9,7 +10,7 @@ use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use bencher_types::{
@@ -18,6 +19,7 @@ use bencher_types::{
     RunnerUuid, SortBy,
 };
 use futures::StreamExt;
+use tokio_util::io::ReaderStream;
 
 use super::error::ApiError;
 use super::extract::{Admin, Json, Path, Query};
@@ -29,6 +31,7 @@ use crate::registry::external_origin;
 use crate::store::StoreError;
 use crate::store::channel::StoredPresence;
 use crate::store::runners::Runner;
+use crate::update::ArtifactSource;
 
 /// Runners as the API shows them: state, current job and last sighting from the live
 /// channels of this process, else from the store's channel records.
@@ -268,6 +271,7 @@ pub async fn channel(
         key_hash,
         registry: external_origin(&headers),
         max_output_size: state.max_output_size,
+        releases: state.releases.clone(),
     };
     Ok(upgrade
         .max_message_size(state.request_limit)
@@ -290,20 +294,7 @@ pub async fn list_specs(
     Query(pagination): Query<Pagination>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    match runner_key(request.headers()) {
-        Some(key) => {
-            let key_hash = hash_secret(key.expose_secret());
-            state
-                .store
-                .authenticate_runner(&runner, &key_hash)
-                .await?
-                .ok_or(ApiError::Unauthorized(CHANNEL_REFUSED))?;
-        }
-        None => {
-            let (mut parts, _) = request.into_parts();
-            Admin::from_request_parts(&mut parts, &state).await?;
-        }
-    }
+    runner_or_admin(&state, &runner, request).await?;
     let (limit, offset) = pagination.limit_offset().map_err(ApiError::BadRequest)?;
     // A runner serves a handful of Specs: they come in one query and are paged here.
     let mut specs = state.store.runner_specs(&runner).await?;
@@ -323,6 +314,82 @@ pub async fn list_specs(
         .take(limit as usize)
         .collect();
     Ok(paginated(page, total))
+}
+
+/// Authenticates the runner's own key (`Bearer bencher_runner_…`) or an admin token.
+async fn runner_or_admin(
+    state: &AppState,
+    runner: &ResourceId,
+    request: Request,
+) -> Result<(), ApiError> {
+    match runner_key(request.headers()) {
+        Some(key) => {
+            let key_hash = hash_secret(key.expose_secret());
+            state
+                .store
+                .authenticate_runner(runner, &key_hash)
+                .await?
+                .ok_or(ApiError::Unauthorized(CHANNEL_REFUSED))?;
+        }
+        None => {
+            let (mut parts, _) = request.into_parts();
+            Admin::from_request_parts(&mut parts, state).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Download the runner binary offered by `update` for a platform (`os`/`arch` as Rust's
+/// `std::env::consts`, e.g. `linux`/`x86_64`), when the server hosts it (`[update]`
+/// `directory`). The runner's own key, or an admin token. The runner checks the
+/// checksum and signature of the `update` message against what it downloads.
+#[utoipa::path(get, path = "/v0/runners/{runner}/update/{os}/{arch}", tag = "runners",
+    params(
+        ("runner" = String, Path, description = "Runner UUID or slug"),
+        ("os" = String, Path, description = "Operating system, e.g. `linux`"),
+        ("arch" = String, Path, description = "Architecture, e.g. `x86_64`"),
+    ),
+    responses(
+        (status = 200, description = "The runner binary", content_type = "application/octet-stream", body = Vec<u8>,
+            headers(("Content-Length" = u64))),
+        (status = 401, body = JsonError), (status = 403, body = JsonError), (status = 404, body = JsonError),
+    ),
+    security(("api_token" = []), ("runner_key" = [])))]
+pub async fn download_update(
+    State(state): State<AppState>,
+    Path((runner, os, arch)): Path<(ResourceId, String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let admin = runner_key(request.headers()).is_none();
+    runner_or_admin(&state, &runner, request).await?;
+    if admin {
+        // A runner key names its runner; an admin may name any, so it must exist.
+        state.store.get_runner(&runner).await?;
+    }
+    let releases = state
+        .releases
+        .as_ref()
+        .ok_or_else(|| ApiError::NotFound("this server offers no runner update".into()))?;
+    let not_hosted = || {
+        ApiError::NotFound(format!(
+            "this server hosts no runner update for {os}/{arch}"
+        ))
+    };
+    let path = match releases.artifact(&os, &arch).map(|a| &a.source) {
+        Some(ArtifactSource::File(path)) => path,
+        Some(ArtifactSource::Url(_)) | None => return Err(not_hosted()),
+    };
+    // The file was hashed at start; if the operator removed it since, that is the
+    // server's problem, not the runner's.
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(ApiError::internal)?;
+    let length = file.metadata().await.map_err(ApiError::internal)?.len();
+    Response::builder()
+        .header(CONTENT_TYPE, "application/octet-stream")
+        .header(CONTENT_LENGTH, length)
+        .body(Body::from_stream(ReaderStream::new(file)))
+        .map_err(ApiError::internal)
 }
 
 /// Let a runner serve a Spec.
