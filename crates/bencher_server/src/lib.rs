@@ -61,6 +61,22 @@ pub struct App {
 
 impl App {
     pub async fn open(config: Config, clock: Clock) -> Result<Self, StartError> {
+        let releases = match config.update.clone() {
+            None => None,
+            // First, so a bad artifact stops the start before anything is created. Hashing
+            // reads whole binaries: off the runtime's threads.
+            Some(update) => {
+                let releases = tokio::task::spawn_blocking(move || update::Releases::load(&update))
+                    .await
+                    .expect("loading the update artifacts does not panic")
+                    .map_err(StartError::Update)?;
+                tracing::info!(
+                    version = %releases.version, channel = ?releases.channel,
+                    platforms = releases.artifacts.len(), "runner updates offered"
+                );
+                Some(std::sync::Arc::new(releases))
+            }
+        };
         bootstrap::create_data_dir(&config.data_dir).map_err(StartError::DataDir)?;
         let store = Store::open(&config.database_url()).await?;
         tracing::info!(backend = %store.backend(), "database ready");
@@ -76,21 +92,6 @@ impl App {
                 .map_err(StartError::TokenKey)?,
         );
         let hub = channel::Hub::new(store.clone());
-        let releases = match config.update.clone() {
-            None => None,
-            // Hashing the artifacts reads whole binaries: off the runtime's threads.
-            Some(update) => {
-                let releases = tokio::task::spawn_blocking(move || update::Releases::load(&update))
-                    .await
-                    .expect("loading the update artifacts does not panic")
-                    .map_err(StartError::Update)?;
-                tracing::info!(
-                    version = %releases.version, channel = ?releases.channel,
-                    platforms = releases.artifacts.len(), "runner updates offered"
-                );
-                Some(std::sync::Arc::new(releases))
-            }
-        };
         Ok(Self {
             config,
             store,

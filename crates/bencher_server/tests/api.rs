@@ -1025,6 +1025,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "/v0/runners/nobody/specs",
     ),
     (
+        "get",
+        "/v0/runners/{runner}/update/{os}/{arch}",
+        "/v0/runners/nobody/update/linux/x86_64",
+    ),
+    (
         "post",
         "/v0/runners/{runner}/specs",
         "/v0/runners/nobody/specs",

@@ -152,3 +152,38 @@ fn configuration_errors_are_reported_once_and_fail() {
         "database URLs may hold passwords: {stderr}"
     );
 }
+
+/// An unsigned update artifact stops the start before the data directory is created.
+#[test]
+fn an_unsigned_update_artifact_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let releases = dir.path().join("releases");
+    std::fs::create_dir(&releases).unwrap();
+    std::fs::write(releases.join("runner-linux-x86_64"), b"a runner").unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[update]\nversion = \"0.2.0\"\ndirectory = \"{}\"\n",
+            releases.display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_bencher-server"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("BENCHER_DATA_DIR", dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("runner-linux-x86_64.sig is missing: every artifact must be signed"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("data").exists());
+}
