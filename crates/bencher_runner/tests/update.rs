@@ -37,7 +37,14 @@ fn builds() -> &'static Builds {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut command = std::process::Command::new(cargo);
             command
-                .args(["build", "--quiet", "-p", "bencher_runner", "--bin", "runner"])
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "bencher_runner",
+                    "--bin",
+                    "runner",
+                ])
                 .arg("--manifest-path")
                 .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml"))
                 .arg("--target-dir")
@@ -290,6 +297,6 @@ async fn a_new_binary_that_cannot_start_is_rolled_back() {
     assert!(log.contains("fails to start on purpose"), "{log}");
     assert!(log.contains("rolling back to the previous binary"), "{log}");
     assert!(log.contains("it is not installed again"), "{log}");
-    assert_eq!(log.matches("updating the runner binary").count(), 1, "{log}");
+    assert_eq!(log.matches("runner binary updated").count(), 1, "{log}");
     assert_eq!(std::fs::read(&binary).unwrap(), original);
 }
