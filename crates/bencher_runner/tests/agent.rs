@@ -437,7 +437,10 @@ async fn handshake_job_and_drain() {
     assert_ready(&peer.recv().await);
     // Unknown events are ignored, never fatal.
     peer.send(json!({"event": "dance", "steps": 3}));
+    // An update offer answers `ready` like `no_job`; with self-update off it is
+    // declined, and the runner asks again.
     peer.send(json!({"event": "update", "version": "9.9.9", "url": "http://x", "checksum": "00"}));
+    assert_ready(&peer.recv().await);
 
     let uuid = JobUuid::new_v4();
     peer.send(job(uuid, Some("firecracker")));
