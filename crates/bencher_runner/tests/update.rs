@@ -128,15 +128,21 @@ fn version_of(binary: &Path) -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
-/// Runs one job and checks it was processed: a runner whose update failed still works.
-async fn a_job_runs(server: &TestServer, runner: &Runner) {
+/// Starts a copy of the runner at `binary` with self-update on and `extra` flags, runs
+/// one job (processed: a runner whose update failed still works), stops it (exit 0)
+/// and returns its log.
+async fn one_job(server: &TestServer, key: &str, binary: &Path, extra: &[&str]) -> String {
+    let runner = Runner::start_updating(server, key, RunnerDirs::new(), binary, extra);
     let job = run_job(
         server,
         json!({ "image": format!("{E2E_REPO}:v1"), "spec": "host", "cmd": ["/bin/sh", "-c", common::print_bmf("update")] }),
-        common::DONE,
+        &["processed", "failed", "canceled"],
     )
     .await;
     assert_eq!(job["status"], "processed", "{job}\n{}", runner.log());
+    let (code, log) = runner.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    log
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -160,15 +166,13 @@ async fn bad_updates_are_refused_and_a_good_one_is_installed() {
     };
 
     // Signed with another key than the runner trusts.
-    let runner = Runner::start_updating(
+    let log = one_job(
         &server,
         &key,
-        RunnerDirs::new(),
         &binary,
         &["--update-public-key", &other_public],
-    );
-    a_job_runs(&server, &runner).await;
-    let (_, log) = runner.stop().await;
+    )
+    .await;
     assert!(
         log.contains("does not verify with the configured public key"),
         "{log}"
@@ -176,10 +180,9 @@ async fn bad_updates_are_refused_and_a_good_one_is_installed() {
     unchanged("a bad signature");
 
     // Larger than --max-download-size.
-    let runner = Runner::start_updating(
+    let log = one_job(
         &server,
         &key,
-        RunnerDirs::new(),
         &binary,
         &[
             "--update-public-key",
@@ -187,9 +190,8 @@ async fn bad_updates_are_refused_and_a_good_one_is_installed() {
             "--max-download-size",
             "1KiB",
         ],
-    );
-    a_job_runs(&server, &runner).await;
-    let (_, log) = runner.stop().await;
+    )
+    .await;
     assert!(log.contains("larger than --max-download-size"), "{log}");
     unchanged("a download over the cap");
 
@@ -198,35 +200,18 @@ async fn bad_updates_are_refused_and_a_good_one_is_installed() {
     let mut tampered = new_build.clone();
     tampered.extend_from_slice(b"tampered");
     std::fs::write(&artifact, &tampered).unwrap();
-    let runner = Runner::start_updating(
-        &server,
-        &key,
-        RunnerDirs::new(),
-        &binary,
-        &["--update-public-key", &public],
-    );
-    a_job_runs(&server, &runner).await;
-    let (_, log) = runner.stop().await;
+    let log = one_job(&server, &key, &binary, &["--update-public-key", &public]).await;
     assert!(log.contains("the server said"), "{log}");
     unchanged("a bad checksum");
     std::fs::write(&artifact, &new_build).unwrap();
 
     // The good one: installed, the previous binary kept, re-executed as 9.9.9, which
     // confirms it and runs the next job without being offered the update again.
-    let runner = Runner::start_updating(
-        &server,
-        &key,
-        RunnerDirs::new(),
-        &binary,
-        &["--update-public-key", &public],
-    );
-    a_job_runs(&server, &runner).await;
+    let log = one_job(&server, &key, &binary, &["--update-public-key", &public]).await;
     assert_eq!(version_of(&binary), NEW_VERSION);
     let mut previous = binary.clone().into_os_string();
     previous.push(".previous");
     assert_eq!(std::fs::read(&previous).unwrap(), original);
-    let (code, log) = runner.stop().await;
-    assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("runner binary updated"), "{log}");
     assert!(log.contains("update confirmed"), "{log}");
     assert_eq!(
@@ -248,16 +233,7 @@ async fn a_binary_that_fails_its_self_check_is_not_installed() {
     let (server, key) = server_offering(releases.path(), NEW_VERSION).await;
     let (_bin, binary) = runner_copy();
     let original = std::fs::read(&binary).unwrap();
-    let runner = Runner::start_updating(
-        &server,
-        &key,
-        RunnerDirs::new(),
-        &binary,
-        &["--update-public-key", &public],
-    );
-    a_job_runs(&server, &runner).await;
-    let (code, log) = runner.stop().await;
-    assert_eq!(code, Some(0), "{log}");
+    let log = one_job(&server, &key, &binary, &["--update-public-key", &public]).await;
     assert!(log.contains("failed its self-check"), "{log}");
     assert!(log.contains("cannot start"), "{log}");
     assert_eq!(std::fs::read(&binary).unwrap(), original);
@@ -281,18 +257,9 @@ async fn a_new_binary_that_cannot_start_is_rolled_back() {
     let (server, key) = server_offering(releases.path(), NEW_VERSION).await;
     let (_bin, binary) = runner_copy();
     let original = std::fs::read(&binary).unwrap();
-    let runner = Runner::start_updating(
-        &server,
-        &key,
-        RunnerDirs::new(),
-        &binary,
-        &["--update-public-key", &public],
-    );
     // The previous binary runs again and takes jobs; offered the same build again, it
     // declines it instead of updating in a loop.
-    a_job_runs(&server, &runner).await;
-    let (code, log) = runner.stop().await;
-    assert_eq!(code, Some(0), "{log}");
+    let log = one_job(&server, &key, &binary, &["--update-public-key", &public]).await;
     assert!(log.contains("runner binary updated"), "{log}");
     assert!(log.contains("fails to start on purpose"), "{log}");
     assert!(log.contains("rolling back to the previous binary"), "{log}");
