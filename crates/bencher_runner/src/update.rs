@@ -197,13 +197,10 @@ impl Updater {
                 version: offer.version.clone(),
             });
         }
-        let url = self
-            .host
-            .join(&offer.url)
-            .map_err(|source| UpdateError::Url {
-                url: offer.url.clone(),
-                source,
-            })?;
+        let url = resolve(&self.host, &offer.url).map_err(|source| UpdateError::Url {
+            url: offer.url.clone(),
+            source,
+        })?;
         let bytes = self.download(&url).await?;
         verify(&bytes, &offer.checksum, &signature, &self.public_key)?;
         let staged = stage(&self.exe, &bytes)?;
@@ -249,6 +246,20 @@ impl Updater {
         }
         Ok(bytes)
     }
+}
+
+/// An absolute URL as it is; a server-relative one (`/v0/…`) under the host's URL,
+/// keeping a path prefix the API is served under, as the channel's URL does.
+fn resolve(host: &Url, url: &str) -> Result<Url, url::ParseError> {
+    let Some(relative) = url.strip_prefix('/') else {
+        return host.join(url);
+    };
+    let mut base = host.clone();
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    base.join(relative)
 }
 
 fn decode_signature(signature: Option<&str>) -> Result<Signature, UpdateError> {
@@ -495,6 +506,28 @@ mod tests {
         let signing = SigningKey::from_bytes(&[7; 32]);
         let public = BASE64.encode(signing.verifying_key().as_bytes());
         (signing, public.parse().unwrap())
+    }
+
+    #[test]
+    fn server_relative_urls_keep_the_hosts_path_prefix() {
+        let resolved = |host: &str, url: &str| {
+            resolve(&Url::parse(host).unwrap(), url)
+                .unwrap()
+                .to_string()
+        };
+        let path = "/v0/runners/r/update/linux/x86_64";
+        assert_eq!(
+            resolved("http://127.0.0.1:6610", path),
+            "http://127.0.0.1:6610/v0/runners/r/update/linux/x86_64"
+        );
+        assert_eq!(
+            resolved("https://example.com/api", path),
+            "https://example.com/api/v0/runners/r/update/linux/x86_64"
+        );
+        assert_eq!(
+            resolved("https://example.com/api/", "https://cdn.example.org/runner"),
+            "https://cdn.example.org/runner"
+        );
     }
 
     #[test]
