@@ -53,7 +53,7 @@ pub enum Command {
     /// Print this binary's version and exit: what a runner that downloaded it as an
     /// update runs before installing it
     #[command(hide = true)]
-    SelfCheck,
+    SelfCheck(SelfCheckArgs),
     /// Install the runner as a systemd service: a unit and its environment file
     ///
     /// Takes the same settings as `runner up` (flags or environment variables). The
@@ -121,6 +121,14 @@ pub struct StatusArgs {
     /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SelfCheckArgs {
+    /// The arguments the updating runner was started with (after `runner`): they must
+    /// parse here too
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<OsString>,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -19,7 +19,20 @@ use tokio::time::Instant;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_checked();
+    let cli = match Cli::try_parse_checked_from(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(error) => {
+            // A binary just installed by an update that does not accept how the runner
+            // is started goes back to the previous one (the self-check should have
+            // caught it; this covers an environment that changed in between).
+            if error.use_stderr()
+                && let Ok(exe) = std::env::current_exe()
+            {
+                let _ = roll_back_update(&exe, anyhow::anyhow!("{error}"));
+            }
+            error.exit()
+        }
+    };
     init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -36,10 +49,7 @@ fn main() -> ExitCode {
             Command::Noise(args) => noise(args).await,
             Command::Install(args) => install(&args),
             Command::Status(args) => status(&args),
-            Command::SelfCheck => {
-                println!("{}", bencher_runner::update::VERSION);
-                Ok(ExitCode::SUCCESS)
-            }
+            Command::SelfCheck(args) => self_check(args),
         }
     });
     match result {
@@ -85,6 +95,19 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             )))
         }
     }
+}
+
+/// `runner self-check [-- ARGS]`: the version, after checking that `ARGS` parse.
+fn self_check(args: bencher_runner::cli::SelfCheckArgs) -> anyhow::Result<ExitCode> {
+    if !args.args.is_empty() {
+        let argv = std::iter::once(std::ffi::OsString::from("runner")).chain(args.args);
+        if let Err(error) = Cli::try_parse_checked_from(argv) {
+            eprintln!("this runner does not accept the arguments it would be started with");
+            error.exit();
+        }
+    }
+    println!("{}", update::VERSION);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `runner up` failed to start. When this binary came with an update that was not

@@ -208,7 +208,7 @@ pub fn plan(args: &InstallArgs, binary: &Path) -> Result<Plan, InstallError> {
         .collect::<Vec<_>>()
         .join(" ");
     let unit = format!(
-        "# Written by `runner install` (runner {version}). The key and the server are in\n\
+        "# Written by `runner install`. The key and the server are in\n\
          # /{ENV_PATH}; re-run `runner install` to change the settings.\n\
          [Unit]\n\
          Description=Bencher self-hosted benchmark runner\n\
@@ -251,7 +251,6 @@ pub fn plan(args: &InstallArgs, binary: &Path) -> Result<Plan, InstallError> {
          \n\
          [Install]\n\
          WantedBy=multi-user.target\n",
-        version = env!("CARGO_PKG_VERSION"),
     );
     Ok(Plan {
         unit_path: args.root.join(UNIT_PATH),

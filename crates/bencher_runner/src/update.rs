@@ -30,7 +30,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bencher_types::RunnerKey;
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use url::Url;
@@ -78,9 +78,13 @@ impl FromStr for UpdateKey {
         let bytes: [u8; 32] = bytes.try_into().map_err(|bytes: Vec<u8>| {
             format!("an ed25519 public key is 32 bytes, this is {}", bytes.len())
         })?;
-        VerifyingKey::from_bytes(&bytes)
-            .map(Self)
-            .map_err(|e| format!("not an ed25519 public key: {e}"))
+        let key = VerifyingKey::from_bytes(&bytes)
+            .map_err(|e| format!("not an ed25519 public key: {e}"))?;
+        // A small-order key verifies forged signatures.
+        if key.is_weak() {
+            return Err("a weak (small-order) ed25519 key cannot be trusted".to_owned());
+        }
+        Ok(Self(key))
     }
 }
 
@@ -167,8 +171,25 @@ impl Updater {
         max_download_size: u64,
         exe: PathBuf,
     ) -> Result<Self, String> {
+        // Redirects are followed (release hosts use them), but never from https to
+        // http: reqwest keeps the Authorization header on a same-host redirect.
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            let downgrade = attempt.url().scheme() != "https"
+                && attempt
+                    .previous()
+                    .last()
+                    .is_some_and(|previous| previous.scheme() == "https");
+            if downgrade {
+                attempt.error("refusing a redirect from https to http")
+            } else if attempt.previous().len() >= 10 {
+                attempt.error("too many redirects")
+            } else {
+                attempt.follow()
+            }
+        });
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
+            .redirect(redirects)
             .connect_timeout(DOWNLOAD_IDLE_TIMEOUT)
             .read_timeout(DOWNLOAD_IDLE_TIMEOUT)
             .build()
@@ -289,7 +310,7 @@ fn verify(
         });
     }
     key.0
-        .verify(bytes, signature)
+        .verify_strict(bytes, signature)
         .map_err(|_| UpdateError::BadSignature)
 }
 
@@ -316,7 +337,13 @@ fn stage(exe: &Path, bytes: &[u8]) -> Result<tempfile::TempPath, UpdateError> {
         .permissions(fs::Permissions::from_mode(0o755))
         .tempfile_in(dir)
         .map_err(io_error("create a file for the update in", dir))?;
+    // Explicitly: the mode given at creation is reduced by the umask (the service's
+    // is 0077), and the binary must stay executable by others as the old one was.
     file.write_all(bytes)
+        .and_then(|()| {
+            file.as_file()
+                .set_permissions(fs::Permissions::from_mode(0o755))
+        })
         .and_then(|()| file.as_file().sync_all())
         .map_err(io_error("write the update to", file.path()))?;
     // Closed before it runs: Linux refuses to execute a file open for writing.
@@ -345,16 +372,21 @@ fn parent(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
-/// Runs `<binary> self-check`, which prints the binary's version: it must start on
-/// this host (architecture, libraries, not truncated) and be the version offered.
+/// Runs `<binary> self-check -- <this runner's arguments>`, which parses those
+/// arguments (and the environment) as `runner` would and prints the binary's version:
+/// it must start on this host (architecture, libraries, not truncated), accept how
+/// this runner is started (a flag a new version dropped fails here, not at the
+/// restart), and be the version offered. Its signature is verified by now, so it sees
+/// the same environment, key included.
 async fn self_check(binary: &Path, version: &str) -> Result<(), UpdateError> {
     let mut command = tokio::process::Command::new(binary);
     command
         .arg("self-check")
+        .arg("--")
+        .args(std::env::args_os().skip(1))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env_remove("BENCHER_RUNNER_KEY")
         .kill_on_drop(true);
     let output = tokio::time::timeout(SELF_CHECK_TIMEOUT, command.output())
         .await
@@ -437,7 +469,15 @@ fn install(
         checksum: checksum.to_owned(),
     })
     .map_err(|e| UpdateError::SelfCheck(format!("cannot encode the update marker: {e}")))?;
-    fs::write(&pending, marker).map_err(io_error("write the update marker", &pending))?;
+    // Durable before the swap: a swap that survives a power loss without its marker
+    // could not be rolled back.
+    fs::File::create(&pending)
+        .and_then(|mut file| {
+            file.write_all(&marker)?;
+            file.sync_all()
+        })
+        .map_err(io_error("write the update marker", &pending))?;
+    sync_dir(parent(exe));
     staged.persist(exe).map_err(|e| UpdateError::Io {
         what: "replace the runner binary at",
         path: exe.to_owned(),

@@ -28,6 +28,9 @@ use crate::update::Updater;
 
 /// How often the core gets a `Tick`: the heartbeat period.
 pub const TICK: Duration = Duration::from_secs(1);
+/// How long an update (download, checks, install) may take before it counts as failed
+/// and jobs resume.
+const UPDATE_BOUND: Duration = Duration::from_secs(30 * 60);
 
 /// What runs jobs: the driver calls it on job tasks, never on its own loop.
 pub trait JobBackend: Send + Sync + 'static {
@@ -297,18 +300,35 @@ impl<B: JobBackend> Driver<B> {
         }
     }
 
-    /// Runs the update on its own task: the loop keeps heartbeating the connection.
+    /// Runs the update on its own task: the loop keeps heartbeating the connection. The
+    /// core sends no `ready` until it hears back, so every way the task can end (a
+    /// stalled download past the bound, a panic) reports `UpdateFailed`.
     fn update(&self, offer: crate::update::Offer) {
         let events = self.events.clone();
         let updater = self.updater.clone();
         tokio::spawn(async move {
             let version = offer.version.clone();
-            let result = match updater {
-                Some(updater) => updater
-                    .apply(&offer)
-                    .await
-                    .map_err(|error| crate::agent::error_chain(&error)),
-                None => Err("this runner has no updater".to_owned()),
+            let mut attempt = tokio::spawn(async move {
+                match updater {
+                    Some(updater) => updater
+                        .apply(&offer)
+                        .await
+                        .map_err(|error| crate::agent::error_chain(&error)),
+                    None => Err("this runner has no updater".to_owned()),
+                }
+            });
+            let result = match tokio::time::timeout(UPDATE_BOUND, &mut attempt).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(error)) => Err(format!("the update task failed: {error}")),
+                // Stops a stalled download; an install already on the blocking pool
+                // finishes (it is atomic) and takes effect at the next start.
+                Err(_) => {
+                    attempt.abort();
+                    Err(format!(
+                        "the update did not finish within {} minutes",
+                        UPDATE_BOUND.as_secs() / 60
+                    ))
+                }
             };
             let input = match result {
                 Ok(()) => Input::UpdateInstalled { version },

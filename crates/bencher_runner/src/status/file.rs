@@ -123,7 +123,7 @@ impl StatusFile {
                 version: FORMAT_VERSION,
                 pid,
                 pid_start: process_start(pid),
-                runner_version: env!("CARGO_PKG_VERSION").to_owned(),
+                runner_version: crate::update::VERSION.to_owned(),
                 channel: redact(channel),
                 started: now,
                 updated: now,

@@ -618,6 +618,13 @@ pub fn remove_cgroup(dir: &Path) -> io::Result<bool> {
             remove_cgroup(&entry.path())?;
         }
     }
+    // A partition root gives its CPUs back as soon as it is a member again, even if
+    // the removal below fails (EBUSY while a task is still inside), so a failed restore
+    // never leaves the host's other cgroups without those CPUs.
+    let partition = dir.join("cpuset.cpus.partition");
+    if partition.exists() {
+        let _ = std::fs::write(&partition, "member");
+    }
     match std::fs::remove_dir(dir) {
         Ok(()) => Ok(true),
         // cgroupfs removes a cgroup with its control files; a plain directory (a fake
