@@ -133,6 +133,8 @@ pub enum UpdateError {
     },
     #[error("the new binary failed its self-check: {0}")]
     SelfCheck(String),
+    #[error("installing the update failed: {0}")]
+    Install(String),
     #[error(
         "version {version} with this checksum was installed before and failed to start; \
          it is not installed again"
@@ -231,7 +233,7 @@ impl Updater {
         let checksum = offer.checksum.trim().to_ascii_lowercase();
         tokio::task::spawn_blocking(move || install(&exe, staged, &version, &checksum))
             .await
-            .map_err(|e| UpdateError::SelfCheck(format!("the install task failed: {e}")))?
+            .map_err(|e| UpdateError::Install(format!("the install task failed: {e}")))?
     }
 
     async fn download(&self, url: &Url) -> Result<Vec<u8>, UpdateError> {
@@ -468,7 +470,7 @@ fn install(
         to: version.to_owned(),
         checksum: checksum.to_owned(),
     })
-    .map_err(|e| UpdateError::SelfCheck(format!("cannot encode the update marker: {e}")))?;
+    .map_err(|e| UpdateError::Install(format!("cannot encode the update marker: {e}")))?;
     // Durable before the swap: a swap that survives a power loss without its marker
     // could not be rolled back.
     fs::File::create(&pending)
