@@ -336,11 +336,10 @@ fn stage(exe: &Path, bytes: &[u8]) -> Result<tempfile::TempPath, UpdateError> {
     let dir = parent(exe);
     let mut file = tempfile::Builder::new()
         .prefix(STAGING_PREFIX)
-        .permissions(fs::Permissions::from_mode(0o755))
         .tempfile_in(dir)
         .map_err(io_error("create a file for the update in", dir))?;
-    // Explicitly: the mode given at creation is reduced by the umask (the service's
-    // is 0077), and the binary must stay executable by others as the old one was.
+    // Made executable only once written, and explicitly: a mode given at creation
+    // would be reduced by the umask (the service's is 0077).
     file.write_all(bytes)
         .and_then(|()| {
             file.as_file()
