@@ -22,7 +22,9 @@ mod setup;
 
 use std::io::Write;
 
-use bencher_types::guest::{GUEST_CONFIG_PATH, GUEST_PROTOCOL_VERSION, GuestConfig, Record};
+use bencher_types::guest::{
+    GUEST_CONFIG_PATH, GUEST_PROTOCOL_VERSION, GuestConfig, REBOOT_TO_EXIT, Record,
+};
 
 fn main() {
     if std::process::id() != 1 {
@@ -62,7 +64,7 @@ fn run() -> Result<(), String> {
     channel::send(&Record::Ready {
         version: GUEST_PROTOCOL_VERSION,
     })?;
-    let disks = setup::mount_disks()?;
+    let disks = setup::mount_disks(&config.disks)?;
     setup::loopback_up()?;
     iteration::run_all(&config, &disks)?;
     channel::send(&Record::Done)
@@ -74,13 +76,22 @@ fn report_failure(message: &str) {
     let _ = writeln!(std::io::stderr(), "bencher-init: {message}");
 }
 
-/// Flushes the disks and powers off; QEMU and Firecracker exit. Never returns.
+/// Flushes the disks and ends the guest, which makes the VMM exit: a power-off for
+/// QEMU, a reboot where the command line asks for one (Firecracker, which has no
+/// power-off device: a powered-off guest would only halt). Never returns.
 fn power_off() -> ! {
     channel::flush();
+    let reboot = std::fs::read_to_string("/proc/cmdline")
+        .is_ok_and(|line| line.split_whitespace().any(|word| word == REBOOT_TO_EXIT));
+    let how = if reboot {
+        libc::RB_AUTOBOOT
+    } else {
+        libc::RB_POWER_OFF
+    };
     // SAFETY: plain syscalls without pointers.
     unsafe {
         libc::sync();
-        libc::reboot(libc::RB_POWER_OFF);
+        libc::reboot(how);
     }
     // Only reached if the kernel refused; PID 1 exiting panics the kernel, which with
     // `panic=-1` reboots, and `-no-reboot` / `reboot=k` make the VMM exit either way.

@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bencher_types::guest::{GUEST_MODULES_PATH, ROOT_DISK_SERIAL, SCRATCH_DISK_SERIAL};
+use bencher_types::guest::{GUEST_MODULES_PATH, GuestDisks};
 
 /// How long the disks may take to appear after their driver loaded.
 const DEVICE_WAIT: Duration = Duration::from_secs(10);
@@ -64,23 +64,32 @@ pub fn loopback_up() -> Result<(), String> {
     Ok(())
 }
 
-/// Loads the modules listed in the initramfs, in order. A module the kernel already
-/// has (built in, or loaded) is fine.
+/// Loads the modules listed in the initramfs, in order, each with its parameters from
+/// the kernel command line (`virtio_mmio.device=…`, which Firecracker describes its
+/// devices with, must reach a modular `virtio_mmio`; `modprobe` would do the same). A
+/// module the kernel already has (built in, or loaded) is fine.
 pub fn load_modules() -> Result<(), String> {
     let list = match fs::read_to_string(GUEST_MODULES_PATH) {
         Ok(list) => list,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(format!("cannot read {GUEST_MODULES_PATH}: {e}")),
     };
+    let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
     for module in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let file = File::open(module).map_err(|e| format!("cannot open module {module}: {e}"))?;
-        // SAFETY: finit_module with an open fd and an empty, NUL-terminated parameter
-        // string.
+        let name = Path::new(module)
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy();
+        let params = CString::new(module_params(&cmdline, &name))
+            .map_err(|_| format!("the kernel command line's parameters for {name} hold a NUL"))?;
+        // SAFETY: finit_module with an open fd and a NUL-terminated parameter string
+        // that outlives the call.
         let loaded = unsafe {
             libc::syscall(
                 libc::SYS_finit_module,
                 file.as_raw_fd(),
-                c"".as_ptr(),
+                params.as_ptr(),
                 0 as libc::c_int,
             )
         };
@@ -94,9 +103,25 @@ pub fn load_modules() -> Result<(), String> {
     Ok(())
 }
 
-pub fn mount_disks() -> Result<Disks, String> {
-    let root = find_disk(ROOT_DISK_SERIAL)?;
-    let scratch = find_disk(SCRATCH_DISK_SERIAL)?;
+/// The `module.param=value` words of a kernel command line for `module`, as the
+/// `param=value …` string `finit_module` takes (`-` and `_` are the same in module
+/// names, as for the kernel).
+pub fn module_params(cmdline: &str, module: &str) -> String {
+    let normal = |name: &str| name.replace('-', "_");
+    let module = normal(module);
+    cmdline
+        .split_whitespace()
+        .filter_map(|word| {
+            let (name, param) = word.split_once('.')?;
+            (normal(name) == module && param.contains('=')).then_some(param)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn mount_disks(serials: &GuestDisks) -> Result<Disks, String> {
+    let root = find_disk(&serials.root)?;
+    let scratch = find_disk(&serials.scratch)?;
     for dir in [LOWER, SCRATCH] {
         fs::create_dir_all(dir).map_err(|e| format!("cannot create {dir}: {e}"))?;
     }
@@ -172,4 +197,22 @@ pub fn mount(
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::module_params;
+
+    #[test]
+    fn module_parameters_come_from_the_command_line() {
+        let cmdline = "console=ttyS0 reboot=k virtio_mmio.device=4K@0xd0000000:5 \
+                       virtio-mmio.device=4K@0xd0001000:6 virtio_mmio_x.y=1 ext4.z virtio_blk.q=2";
+        assert_eq!(
+            module_params(cmdline, "virtio_mmio"),
+            "device=4K@0xd0000000:5 device=4K@0xd0001000:6"
+        );
+        assert_eq!(module_params(cmdline, "virtio_blk"), "q=2");
+        assert_eq!(module_params(cmdline, "ext4"), "");
+        assert_eq!(module_params("", "virtio_mmio"), "");
+    }
 }

@@ -1,20 +1,24 @@
-//! Measures sandbox `qemu` on this host: the setup time of a job (executor called
-//! until the guest's first record, and until the job's result), and a CPU-bound shell
-//! loop timed inside the guest against the same loop on the host, printed as ratios.
-//! Run by `scripts/bench-vm`. IO: builds a small root filesystem from the host's `sh`
-//! and `date` under a temp dir, boots VMs.
+//! Measures the VM sandboxes on this host, `qemu` and `firecracker`: the setup time of
+//! a job (executor called until the guest's first record, and until the job's result),
+//! and a CPU-bound shell loop timed inside the guest against the same loop on the host,
+//! printed as ratios. A VM sandbox this host cannot run is reported with the reason and
+//! skipped (Firecracker needs real KVM and `firecracker` on PATH or in
+//! `BENCHER_FIRECRACKER`). Run by `scripts/bench-vm`. IO: builds a small root
+//! filesystem from the host's `sh` and `date` under a temp dir, boots VMs.
 //!
 //! Needs `BENCHER_VM_INIT` (a static bencher-init) and root. Under TCG (no hardware
 //! virtualisation) the figures describe software emulation, not what a benchmark would
 //! see on a KVM host.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bencher_oci::config::ImageConfig;
-use bencher_runner::executor::{self, ExecOutcome, ExecRequest, OutputLimits, Resources, Sandbox};
+use bencher_runner::executor::{
+    self, ExecOutcome, ExecRequest, FirecrackerPaths, OutputLimits, Resources, Sandbox,
+};
 use tokio_util::sync::CancellationToken;
 
 const LOOP: &str = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done";
@@ -32,21 +36,34 @@ async fn main() {
     for program in ["sh", "date"] {
         copy_with_libraries(&Path::new("/bin").join(program), &root, program);
     }
-    let capability = tokio::task::spawn_blocking(|| executor::check(Sandbox::Qemu))
-        .await
-        .expect("the check runs");
-    match &capability {
-        Ok(capability) => println!("sandbox qemu: {}", capability.detail),
-        Err(error) => {
-            eprintln!("sandbox qemu is not available: {error}");
-            std::process::exit(1);
+    executor::configure_firecracker(FirecrackerPaths {
+        firecracker: std::env::var_os("BENCHER_FIRECRACKER").map(PathBuf::from),
+        jailer: std::env::var_os("BENCHER_JAILER").map(PathBuf::from),
+    });
+    let mut measured = 0;
+    for sandbox in [Sandbox::Qemu, Sandbox::Firecracker] {
+        let capability = tokio::task::spawn_blocking(move || executor::check(sandbox))
+            .await
+            .expect("the check runs");
+        match capability {
+            Ok(capability) => {
+                println!("sandbox {sandbox}: {}", capability.detail);
+                measure(sandbox, &root, &capability.detail).await;
+                measured += 1;
+            }
+            Err(error) => println!("sandbox {sandbox}: not available, skipped: {error}"),
         }
     }
+    if measured == 0 {
+        std::process::exit(1);
+    }
+}
 
+async fn measure(sandbox: Sandbox, root: &Path, detail: &str) {
     let runs = 3;
     let mut totals = Vec::new();
     for _ in 0..runs {
-        let (outcome, total) = run(&root, "true").await;
+        let (outcome, total) = run(sandbox, root, "true").await;
         assert!(outcome.is_completed(), "{outcome:?}");
         totals.push(total);
     }
@@ -59,7 +76,7 @@ async fn main() {
 
     // The loop timed by the guest's own clock, against the host running it directly.
     let script = format!("a=$(date +%s%N); {LOOP}; b=$(date +%s%N); echo $((b-a))");
-    let (outcome, _) = run(&root, &script).await;
+    let (outcome, _) = run(sandbox, root, &script).await;
     let ExecOutcome::Completed { results } = outcome else {
         panic!("{outcome:?}");
     };
@@ -84,13 +101,13 @@ async fn main() {
         guest.as_secs_f64(),
         guest.as_secs_f64() / host.as_secs_f64()
     );
-    if capability.is_ok_and(|c| c.detail.contains("accel tcg")) {
+    if detail.contains("accel tcg") {
         println!("note: TCG (software emulation): these figures are not meaningful for benchmarks");
     }
 }
 
 /// Runs `script` in a guest; returns the outcome and how long the job took.
-async fn run(root: &Path, script: &str) -> (ExecOutcome, Duration) {
+async fn run(sandbox: Sandbox, root: &Path, script: &str) -> (ExecOutcome, Duration) {
     let raw = serde_json::json!({
         "architecture": "amd64", "os": "linux", "config": {},
         "rootfs": {"type": "layers", "diff_ids": []},
@@ -116,7 +133,7 @@ async fn run(root: &Path, script: &str) -> (ExecOutcome, Duration) {
         placement: None,
     };
     let started = Instant::now();
-    let outcome = executor::execute(Sandbox::Qemu, request, CancellationToken::new()).await;
+    let outcome = executor::execute(sandbox, request, CancellationToken::new()).await;
     (outcome, started.elapsed())
 }
 

@@ -236,7 +236,31 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 60)]
     pub drain_timeout: u64,
     #[command(flatten)]
+    pub vm: VmArgs,
+    #[command(flatten)]
     pub tuning: TuningArgs,
+}
+
+/// Where the VMMs of the VM sandboxes are (QEMU's is `BENCHER_QEMU`, else on `PATH`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct VmArgs {
+    /// The `firecracker` binary for Specs with sandbox `firecracker` [default:
+    /// `firecracker` on PATH]
+    #[arg(long, env = "BENCHER_FIRECRACKER", value_name = "PATH")]
+    pub firecracker: Option<PathBuf>,
+    /// Firecracker's `jailer` [default: `jailer` beside the firecracker binary, else on
+    /// PATH; without one the runner jails the VMM itself]
+    #[arg(long, env = "BENCHER_JAILER", value_name = "PATH")]
+    pub jailer: Option<PathBuf>,
+}
+
+impl VmArgs {
+    pub fn firecracker_paths(&self) -> crate::executor::FirecrackerPaths {
+        crate::executor::FirecrackerPaths {
+            firecracker: self.firecracker.clone(),
+            jailer: self.jailer.clone(),
+        }
+    }
 }
 
 /// The documented default of `--max-download-size`.

@@ -11,8 +11,8 @@ use bencher_runner::agent::{self, Exit};
 use bencher_runner::cli::{Cli, Command, InstallArgs, NoiseArgs, StatusArgs, UpArgs};
 use bencher_runner::noise;
 use bencher_runner::tuning::Tuning;
+use bencher_runner::{executor, service, status};
 use bencher_runner::{run_local, update};
-use bencher_runner::{service, status};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -41,6 +41,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before any sandbox check, which probes each VMM once.
+    match &cli.command {
+        Command::Up(args) => executor::configure_firecracker(args.vm.firecracker_paths()),
+        Command::Run(args) => executor::configure_firecracker(args.vm.firecracker_paths()),
+        _ => {}
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Up(args) => up(*args).await,

@@ -30,9 +30,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::executor::{
-    self, ExecOutcome, ExecRequest, OutputLimits, Resources, Sandbox, UnavailableSandbox,
-};
+use crate::executor::{self, ExecOutcome, ExecRequest, OutputLimits, Resources, Sandbox};
 use crate::image::{ImageCache, PulledImage};
 
 /// The default job timeout of `runner run`, in seconds.
@@ -71,10 +69,12 @@ pub struct RunArgs {
     )]
     pub token: Option<ApiToken>,
     /// The sandbox to run in: `none` (directly on this host, in a chroot of the image;
-    /// needs --danger-allow-no-sandbox), `container` (runc), `gvisor` (runsc) or `qemu` (a
-    /// microVM of its own)
+    /// needs --danger-allow-no-sandbox), `container` (runc), `gvisor` (runsc), `qemu` or
+    /// `firecracker` (a microVM of its own)
     #[arg(long, value_enum, default_value_t = SandboxArg::None)]
     pub sandbox: SandboxArg,
+    #[command(flatten)]
+    pub vm: crate::cli::VmArgs,
     /// Seconds the whole job (every iteration) may run before it is killed
     #[arg(
         long,
@@ -182,7 +182,7 @@ pub enum SandboxArg {
 }
 
 impl SandboxArg {
-    fn sandbox(self) -> Result<Sandbox, UnavailableSandbox> {
+    fn sandbox(self) -> Sandbox {
         let spec = match self {
             SandboxArg::None => None,
             SandboxArg::Firecracker => Some(bencher_types::Sandbox::Firecracker),
@@ -207,7 +207,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// [`run`], printing the results to `out`.
 pub async fn run_to(args: RunArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<ExitCode> {
-    let sandbox = args.sandbox.sandbox()?;
+    let sandbox = args.sandbox.sandbox();
     if sandbox.runs_on_host() && !args.danger_allow_no_sandbox {
         bail!(
             "sandbox `{sandbox}` runs the image directly on this host; pass \
@@ -750,7 +750,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn refuses_without_the_danger_flag_and_unavailable_sandboxes() {
+    async fn refuses_without_the_danger_flag_or_a_working_sandbox() {
         let mut out = Vec::new();
         let args = parse(&["--image", "/nonexistent"]).unwrap();
         let error = run_to(args, &mut out).await.unwrap_err();
@@ -758,13 +758,8 @@ mod tests {
             error.to_string().contains("--danger-allow-no-sandbox"),
             "{error}"
         );
-        for sandbox in ["firecracker"] {
-            let args = parse(&["--image", "/nonexistent", "--sandbox", sandbox]).unwrap();
-            let error = run_to(args, &mut out).await.unwrap_err();
-            assert!(error.to_string().contains("not available yet"), "{error}");
-        }
         // These need no danger flag: refused by the host's check, or else by the image.
-        for sandbox in ["gvisor", "container", "qemu"] {
+        for sandbox in ["gvisor", "container", "qemu", "firecracker"] {
             let args = parse(&["--image", "/nonexistent", "--sandbox", sandbox]).unwrap();
             let error = format!("{:#}", run_to(args, &mut out).await.unwrap_err());
             assert!(

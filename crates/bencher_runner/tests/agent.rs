@@ -356,6 +356,7 @@ impl Agent {
                 NoSandbox::Refused
             },
             sandboxes: vec![Sandbox::Firecracker],
+            sandboxes_without_network: vec![],
             machine: core::Machine {
                 cpus: 64,
                 memory: 1 << 40,

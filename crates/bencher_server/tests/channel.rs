@@ -1081,6 +1081,41 @@ async fn capabilities_gate_dispatch(backend: Backend) {
         .await;
     let job = channel.expect("job").await;
     assert_eq!(job["uuid"], submitted["uuid"]);
+
+    // A Spec allowing network is not for a runner whose firecracker gives jobs none.
+    let networked = admin(
+        &server,
+        Method::POST,
+        "/v0/specs",
+        Some(json!({
+            "name": "Networked", "os": "linux", "architecture": "x86_64",
+            "sandbox": "firecracker", "cpu": 4, "memory": 51539607552u64,
+            "disk": 137438953472u64, "network": true,
+        })),
+    )
+    .await;
+    let networked = networked["uuid"].as_str().unwrap();
+    let online = submit(&server, &fixture, json!({ "spec": networked })).await;
+    let (other, other_key) = create_runner(&server, "gamma", &[networked]).await;
+    let mut channel = open(&server, &other, &other_key).await;
+    let mut offline = capabilities(&["firecracker"], 4);
+    offline["sandboxes_without_network"] = json!(["firecracker"]);
+    channel
+        .send(json!({
+            "event": "ready", "poll_timeout": 1, "features": ["capabilities"],
+            "capabilities": offline,
+        }))
+        .await;
+    channel.expect("no_job").await;
+    channel
+        .send(json!({
+            "event": "ready", "poll_timeout": 60, "features": ["capabilities"],
+            "capabilities": capabilities(&["firecracker"], 4),
+        }))
+        .await;
+    let job = channel.expect("job").await;
+    assert_eq!(job["uuid"], online["uuid"]);
+    assert_eq!(job["spec"]["network"], true);
 }
 
 /// A runner that stops reading cannot take a `job`: the send times out (half the

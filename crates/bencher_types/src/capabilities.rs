@@ -25,6 +25,10 @@ pub struct Capabilities {
     /// The sandboxes found working at start (`firecracker`, `qemu`, …).
     #[serde(default)]
     pub sandboxes: Vec<String>,
+    /// Those of `sandboxes` that cannot give a job network access (`firecracker`, whose
+    /// guests have no network device yet): a Spec allowing network needs another.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sandboxes_without_network: Vec<String>,
     /// CPUs available to the runner.
     pub cpus: u32,
     /// Bytes of memory (`MemTotal`).
@@ -53,6 +57,8 @@ pub enum Unservable {
         needed: String,
         available: Vec<String>,
     },
+    #[error("the Spec allows network, and this runner's {sandbox} sandbox gives jobs no network")]
+    Network { sandbox: String },
     #[error("the Spec has {needed} CPUs, and this runner has {available}")]
     Cpus { needed: u32, available: u32 },
     #[error("the Spec has {} of memory, and this runner has {}", ByteCount(*.needed), ByteCount(*.available))]
@@ -82,6 +88,17 @@ impl Capabilities {
                 return Err(Unservable::Sandbox {
                     needed: sandbox.to_string(),
                     available: self.sandboxes.clone(),
+                });
+            }
+            Some(sandbox)
+                if spec.network
+                    && self
+                        .sandboxes_without_network
+                        .iter()
+                        .any(|s| s == sandbox.as_str()) =>
+            {
+                return Err(Unservable::Network {
+                    sandbox: sandbox.to_string(),
                 });
             }
             _ => {}
@@ -170,6 +187,7 @@ mod tests {
             arch: "x86_64".into(),
             no_sandbox: false,
             sandboxes: vec!["gvisor".into(), "container".into()],
+            sandboxes_without_network: Vec::new(),
             cpus: 4,
             memory: 16 << 30,
             disk: 100 << 30,
@@ -228,6 +246,19 @@ mod tests {
             error.to_string(),
             "the Spec is for linux/x86_64, and this runner is linux/aarch64"
         );
+        let mut offline = host.clone();
+        offline.sandboxes.push("firecracker".into());
+        offline.sandboxes_without_network.push("firecracker".into());
+        let mut networked = spec(Some(Sandbox::Firecracker), 1, 1, 1);
+        assert_eq!(offline.serves(&networked), Ok(()));
+        networked.network = true;
+        assert_eq!(
+            offline.serves(&networked).unwrap_err().to_string(),
+            "the Spec allows network, and this runner's firecracker sandbox gives jobs no \
+             network"
+        );
+        networked.sandbox = Some(Sandbox::Gvisor);
+        assert_eq!(offline.serves(&networked), Ok(()));
         let mut bare = host;
         bare.sandboxes.clear();
         bare.no_sandbox = true;

@@ -20,17 +20,21 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped when records or the config change incompatibly; the guest reports it in
 /// `Ready` and the host refuses another. 2: `IterationEnd` carries the command's wall
-/// time, `FileSize` records, `GuestConfig::file_size`.
-pub const GUEST_PROTOCOL_VERSION: u32 = 2;
+/// time, `FileSize` records, `GuestConfig::file_size`. 3: `GuestConfig::disks`.
+pub const GUEST_PROTOCOL_VERSION: u32 = 3;
 
 /// Where the guest finds its config in the initramfs.
 pub const GUEST_CONFIG_PATH: &str = "/bencher/job.json";
 /// The kernel modules to load, one initramfs path a line, in load order.
 pub const GUEST_MODULES_PATH: &str = "/bencher/modules";
-/// The virtio-blk serial of the image's root filesystem disk (read-only ext4).
+/// The virtio-blk serial QEMU gives the image's root filesystem disk (read-only ext4).
 pub const ROOT_DISK_SERIAL: &str = "bencher-root";
-/// The virtio-blk serial of the writable scratch disk (ext4).
+/// The virtio-blk serial QEMU gives the writable scratch disk (ext4).
 pub const SCRATCH_DISK_SERIAL: &str = "bencher-scratch";
+/// On the guest kernel's command line: end the guest by rebooting instead of powering
+/// off. Firecracker has no power-off device; it exits when the guest reboots
+/// (`reboot=k`), and QEMU with `-no-reboot` would too.
+pub const REBOOT_TO_EXIT: &str = "bencher.exit=reboot";
 /// The size of stdout/stderr chunks the guest sends.
 pub const OUTPUT_CHUNK: usize = 64 * 1024;
 
@@ -51,6 +55,8 @@ pub enum GuestChannel {
 #[serde(deny_unknown_fields)]
 pub struct GuestConfig {
     pub channel: GuestChannel,
+    /// How the guest tells its two disks apart.
+    pub disks: GuestDisks,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     /// Absolute, inside the image.
@@ -71,6 +77,27 @@ pub struct GuestConfig {
     pub max_symlinks: u32,
     /// After the command exits, how long what it left behind may keep running.
     pub grace_period_ms: u64,
+}
+
+/// The virtio-blk serials (`/sys/block/vd*/serial`) of the guest's disks: names, never
+/// probe order. QEMU takes them from the command line ([`ROOT_DISK_SERIAL`],
+/// [`SCRATCH_DISK_SERIAL`]); Firecracker derives each from its backing file (device
+/// and inode numbers, see `vm::firecracker`), which the host computes beforehand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestDisks {
+    pub root: String,
+    pub scratch: String,
+}
+
+impl GuestDisks {
+    /// QEMU's: the serials its command line sets.
+    pub fn named() -> Self {
+        Self {
+            root: ROOT_DISK_SERIAL.to_owned(),
+            scratch: SCRATCH_DISK_SERIAL.to_owned(),
+        }
+    }
 }
 
 /// One message from the guest.
@@ -403,6 +430,7 @@ mod tests {
             channel: GuestChannel::VirtioSerial {
                 name: "bencher".to_owned(),
             },
+            disks: GuestDisks::named(),
             argv: vec!["sh".to_owned()],
             env: vec![("A".to_owned(), "1".to_owned())],
             working_dir: "/".to_owned(),

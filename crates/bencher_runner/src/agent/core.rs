@@ -112,6 +112,8 @@ pub struct Config {
     pub no_sandbox: NoSandbox,
     /// The sandboxes this runner found working at start.
     pub sandboxes: Vec<Sandbox>,
+    /// Those of `sandboxes` that give jobs no network.
+    pub sandboxes_without_network: Vec<Sandbox>,
     /// The host's CPUs, memory and disk, which a Spec must fit.
     pub machine: Machine,
     pub timing: Timing,
@@ -141,6 +143,11 @@ impl Config {
             ),
             no_sandbox: self.no_sandbox == NoSandbox::Allowed,
             sandboxes: self.sandboxes.iter().map(ToString::to_string).collect(),
+            sandboxes_without_network: self
+                .sandboxes_without_network
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             cpus: self.machine.cpus,
             memory: self.machine.memory,
             disk: self.machine.disk,

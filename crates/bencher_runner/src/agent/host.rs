@@ -96,16 +96,8 @@ impl JobBackend for HostBackend {
     }
 
     async fn execute(&self, prepared: Prepared, cancel: CancellationToken) -> JobOutcome {
-        let sandbox = match executor::Sandbox::from_spec(prepared.assignment.spec.sandbox) {
-            Ok(sandbox) => sandbox,
-            // The core admits only sandboxes found working at start.
-            Err(unavailable) => {
-                return JobOutcome::Failed {
-                    results: Vec::new(),
-                    error: unavailable.to_string(),
-                };
-            }
-        };
+        // The core admits only sandboxes found working at start.
+        let sandbox = executor::Sandbox::from_spec(prepared.assignment.spec.sandbox);
         let mut resources = Resources::from_spec(&prepared.assignment.spec);
         let sandbox_name = prepared
             .assignment
@@ -200,9 +192,7 @@ impl Capabilities {
         let sandboxes = Sandbox::ALL
             .iter()
             .map(|&kind| {
-                let check = executor::Sandbox::from_spec(Some(kind))
-                    .map_err(|unavailable| unavailable.to_string())
-                    .and_then(executor::check);
+                let check = executor::check(executor::Sandbox::from_spec(Some(kind)));
                 (kind, check)
             })
             .collect();
@@ -240,6 +230,15 @@ impl Capabilities {
             "host size, which a Spec must fit"
         );
         machine
+    }
+
+    /// The sandboxes that work here but give jobs no network.
+    pub fn sandboxes_without_network(&self) -> Vec<Sandbox> {
+        self.sandboxes
+            .iter()
+            .filter(|(_, check)| check.as_ref().is_ok_and(|c| !c.provides_network))
+            .map(|(kind, _)| *kind)
+            .collect()
     }
 
     /// The sandboxes that work here.

@@ -148,6 +148,7 @@ pub async fn up(args: UpArgs, signals: mpsc::UnboundedReceiver<()>) -> Result<Ex
         architecture: capabilities.architecture,
         no_sandbox: capabilities.no_sandbox(args.danger_allow_no_sandbox),
         sandboxes: capabilities.sandboxes(),
+        sandboxes_without_network: capabilities.sandboxes_without_network(),
         machine,
         timing: core::Timing {
             drain: args.drain_timeout(),

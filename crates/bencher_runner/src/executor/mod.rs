@@ -1,7 +1,7 @@
 //! The job executor: runs a job's command from its image's root filesystem in a
 //! Sandbox, iteration by iteration, and turns what happened into an [`ExecOutcome`].
 //! IO: each sandbox's module (`host` for sandbox `none`, `oci_runtime` for `container`
-//! and `gvisor`, `vm` for `qemu`); `job` admits, plans and iterates the same way for
+//! and `gvisor`, `vm` for `qemu` and `firecracker`); `job` admits, plans and iterates the same way for
 //! every sandbox; `plan` is pure,
 //! `rootfs` reads and creates paths inside a root filesystem, `capture` reads pipes,
 //! `placement` puts a spawned process on host tuning's benchmark CPUs.
@@ -57,11 +57,10 @@ use bencher_types::protocol::{IterationResult, JobConfig};
 use tokio_util::sync::CancellationToken;
 
 pub use plan::PlanError;
-pub use vm::Accel;
+pub use vm::{Accel, FirecrackerPaths, configure_firecracker};
 
 /// Where a job runs. A closed set: every sandbox the runner supports is a variant, so
-/// every place that must treat them differently is found by the compiler. Firecracker is
-/// added as a variant when it exists.
+/// every place that must treat them differently is found by the compiler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Sandbox {
     /// On the host, chrooted into the image in private mount and PID namespaces. Only
@@ -74,24 +73,20 @@ pub enum Sandbox {
     /// In a QEMU `microvm` guest of its own (`vm`): the image as a read-only disk, the
     /// Spec's vCPUs, memory and disk, no network unless the Spec allows it.
     Qemu,
+    /// In a Firecracker microVM of its own (`vm`), jailed: the same guest, kernel and
+    /// disks as `qemu`, on KVM only.
+    Firecracker,
 }
-
-/// A Spec names a sandbox this runner cannot provide (yet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "sandbox `{0}` is not available yet in this runner; it runs Specs with sandbox `container`, `gvisor` or `qemu`, or none (with --danger-allow-no-sandbox)"
-)]
-pub struct UnavailableSandbox(pub bencher_types::Sandbox);
 
 impl Sandbox {
     /// The sandbox for a Spec's `sandbox` field: no sandbox is [`Sandbox::None`].
-    pub fn from_spec(spec: Option<bencher_types::Sandbox>) -> Result<Sandbox, UnavailableSandbox> {
+    pub fn from_spec(spec: Option<bencher_types::Sandbox>) -> Sandbox {
         match spec {
-            None => Ok(Sandbox::None),
-            Some(bencher_types::Sandbox::Container) => Ok(Sandbox::Container),
-            Some(bencher_types::Sandbox::Gvisor) => Ok(Sandbox::Gvisor),
-            Some(bencher_types::Sandbox::Qemu) => Ok(Sandbox::Qemu),
-            Some(sandbox) => Err(UnavailableSandbox(sandbox)),
+            None => Sandbox::None,
+            Some(bencher_types::Sandbox::Container) => Sandbox::Container,
+            Some(bencher_types::Sandbox::Gvisor) => Sandbox::Gvisor,
+            Some(bencher_types::Sandbox::Qemu) => Sandbox::Qemu,
+            Some(bencher_types::Sandbox::Firecracker) => Sandbox::Firecracker,
         }
     }
 
@@ -100,7 +95,7 @@ impl Sandbox {
     pub fn runs_on_host(self) -> bool {
         match self {
             Sandbox::None => true,
-            Sandbox::Container | Sandbox::Gvisor | Sandbox::Qemu => false,
+            Sandbox::Container | Sandbox::Gvisor | Sandbox::Qemu | Sandbox::Firecracker => false,
         }
     }
 
@@ -110,6 +105,7 @@ impl Sandbox {
             Sandbox::Container => "container",
             Sandbox::Gvisor => "gvisor",
             Sandbox::Qemu => "qemu",
+            Sandbox::Firecracker => "firecracker",
         }
     }
 }
@@ -130,6 +126,9 @@ pub struct Capability {
     pub enforces_resources: bool,
     /// Whether a Spec without network keeps the job off the network.
     pub isolates_network: bool,
+    /// Whether a Spec with network gets it (`firecracker` has no network device yet:
+    /// the runner announces that, and the server sends it no such Spec).
+    pub provides_network: bool,
 }
 
 /// Per-iteration output caps, from `runner up`/`runner run` flags.
@@ -307,22 +306,24 @@ pub async fn execute(
             oci_runtime::execute(oci_runtime::Runtime::Runc, request, cancel).await
         }
         Sandbox::Gvisor => oci_runtime::execute(oci_runtime::Runtime::Runsc, request, cancel).await,
-        Sandbox::Qemu => vm::execute_qemu(request, cancel).await,
+        Sandbox::Qemu => vm::execute(vm::VmSandbox::Qemu, request, cancel).await,
+        Sandbox::Firecracker => vm::execute(vm::VmSandbox::Firecracker, request, cancel).await,
     }
 }
 
 /// Whether this host can run jobs in `sandbox`, by trying what a job needs (for `none`:
 /// root, overlayfs, mount and PID namespaces; for `container` and `gvisor`: the runtime's
-/// binary and a probe container, after removing what a crashed runner left; for `qemu`:
-/// the VMM, the guest kernel and init, and a test boot of a tiny guest, once per
-/// process). `Err` says why not, for the agent's log; the agent then refuses Specs with
+/// binary and a probe container, after removing what a crashed runner left; for `qemu`
+/// and `firecracker`: the VMM, the guest kernel and init, and a test boot of a tiny
+/// guest, once per process). `Err` says why not, for the agent's log; the agent then refuses Specs with
 /// this sandbox. Blocking.
 pub fn check(sandbox: Sandbox) -> Result<Capability, String> {
     match sandbox {
         Sandbox::None => host::check(),
         Sandbox::Container => oci_runtime::check(oci_runtime::Runtime::Runc),
         Sandbox::Gvisor => oci_runtime::check(oci_runtime::Runtime::Runsc),
-        Sandbox::Qemu => vm::check_qemu(),
+        Sandbox::Qemu => vm::check(vm::VmSandbox::Qemu),
+        Sandbox::Firecracker => vm::check(vm::VmSandbox::Firecracker),
     }
 }
 
@@ -332,27 +333,18 @@ mod tests {
 
     #[test]
     fn sandboxes_from_specs() {
-        assert_eq!(Sandbox::from_spec(None), Ok(Sandbox::None));
+        assert_eq!(Sandbox::from_spec(None), Sandbox::None);
         assert!(Sandbox::None.runs_on_host());
         assert_eq!(Sandbox::None.to_string(), "none");
         for (spec, sandbox) in [
             (bencher_types::Sandbox::Container, Sandbox::Container),
             (bencher_types::Sandbox::Gvisor, Sandbox::Gvisor),
             (bencher_types::Sandbox::Qemu, Sandbox::Qemu),
+            (bencher_types::Sandbox::Firecracker, Sandbox::Firecracker),
         ] {
-            assert_eq!(Sandbox::from_spec(Some(spec)), Ok(sandbox));
+            assert_eq!(Sandbox::from_spec(Some(spec)), sandbox);
             assert!(!sandbox.runs_on_host());
             assert_eq!(sandbox.to_string(), spec.to_string());
-        }
-        {
-            let sandbox = bencher_types::Sandbox::Firecracker;
-            let error = Sandbox::from_spec(Some(sandbox)).unwrap_err();
-            assert!(
-                error
-                    .to_string()
-                    .contains(&format!("sandbox `{sandbox}` is not available yet")),
-                "{error}"
-            );
         }
     }
 

@@ -39,6 +39,7 @@ fn config() -> Config {
         architecture: Some(Architecture::X86_64),
         no_sandbox: NoSandbox::Refused,
         sandboxes: vec![Sandbox::Firecracker],
+        sandboxes_without_network: vec![],
         // The seed's example Spec (4 CPUs, 48 GiB, 128 GiB) fits.
         machine: Machine {
             cpus: 8,
@@ -59,6 +60,7 @@ fn ready() -> Effect {
             arch: "x86_64".into(),
             no_sandbox: false,
             sandboxes: vec!["firecracker".into()],
+            sandboxes_without_network: vec![],
             cpus: 8,
             memory: 64 << 30,
             disk: 256 << 30,
@@ -743,6 +745,28 @@ fn a_job_for_a_missing_sandbox_is_refused() {
     );
     assert!(error.contains("qemu"), "{error}");
     assert!(error.contains("available: firecracker"), "{error}");
+}
+
+#[test]
+fn a_job_allowing_network_is_refused_by_a_sandbox_without_it() {
+    let mut state = State::new(
+        Config {
+            sandboxes_without_network: vec![Sandbox::Firecracker],
+            ..config()
+        },
+        vec![],
+    );
+    step(&mut state, Input::Connected);
+    let mut message = job_message(JobUuid::new_v4(), Some("firecracker"), "x86_64");
+    if let ServerMessage::Job { spec, .. } = &mut message {
+        spec.network = true;
+    }
+    let error = refused(&mut state, message);
+    assert_eq!(
+        error,
+        "this runner cannot run the job's spec `intel-v1`: the Spec allows network, and \
+         this runner's firecracker sandbox gives jobs no network"
+    );
 }
 
 #[test]

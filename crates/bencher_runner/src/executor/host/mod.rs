@@ -308,5 +308,6 @@ pub(super) fn check() -> Result<Capability, String> {
             .to_owned(),
         enforces_resources: false,
         isolates_network: false,
+        provides_network: true,
     })
 }

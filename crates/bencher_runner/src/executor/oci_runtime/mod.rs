@@ -763,6 +763,7 @@ pub(super) fn check(runtime: Runtime) -> Result<Capability, String> {
         ),
         enforces_resources: true,
         isolates_network: true,
+        provides_network: true,
     })
 }
 

@@ -1,35 +1,41 @@
-//! VM sandboxes (`qemu` today): each job boots its own guest from the image's root
-//! filesystem (a cached read-only ext4 disk), a fresh sparse scratch disk for the
-//! writable layers, and a cached kernel with `bencher-init` as PID 1; the init runs
-//! every iteration in that one boot and streams framed records back
-//! (`bencher_types::guest`) over one Unix socket on the host. IO: the VM cache
-//! directory, the VMM process, the channel socket; see `kernel`, `disk`, `qemu`.
+//! VM sandboxes (`qemu` and `firecracker`): each job boots its own guest from the
+//! image's root filesystem (a cached read-only ext4 disk), a fresh sparse scratch disk
+//! for the writable layers, and a cached kernel with `bencher-init` as PID 1; the init
+//! runs every iteration in that one boot and streams framed records back
+//! (`bencher_types::guest`) over one Unix socket on the host: a virtio-serial port's
+//! under QEMU, the vsock's under Firecracker (a guest connection to port P arrives at
+//! `<uds>_P`). IO: the VM cache directory, the VMM process, the channel socket; see
+//! `kernel`, `disk`, `qemu`, `firecracker`.
 //!
 //! # One job
 //!
 //! 1. Plan on the host (argv, env, working directory, user from the image's passwd and
 //!    group files) into a `GuestConfig`; build or reuse the root disk and the kernel.
-//! 2. In a per-job run directory (`<vm cache>/run/bencher-vm-<pid>-<n>`): the scratch
-//!    disk, the job's initramfs (the cached one with the config appended as a second
-//!    cpio archive), the channel socket the VMM connects to.
+//! 2. In a per-job run directory (`<vm cache>/run/bencher-vm-<pid>-<n>`; Firecracker's
+//!    jail is inside it): the scratch disk, the job's initramfs (the cached one with the
+//!    config appended as a second cpio archive), the channel socket the VMM connects
+//!    to.
 //! 3. Start the VMM and read records until `Done`, an `Error`, a failing iteration,
 //!    the deadline, a cancel, or the VMM's exit, whichever is first; the VMM exiting
 //!    before `Done` fails the job at once.
 //! 4. Kill the VMM and delete the run directory. The VMM also dies with the runner
-//!    (parent-death signal), and run directories of dead runners are deleted at the
-//!    next check, so a crash leaves nothing behind either.
+//!    (parent-death signal; a jailed Firecracker, which loses it with its uid, is
+//!    killed at the next check), and run directories of dead runners are deleted at
+//!    the next check, so a crash leaves nothing behind either.
 //!
 //! Per-iteration output caps are applied in the guest and again here: the guest is
 //! the job's machine, so nothing it sends is trusted beyond its frame format.
 
 mod cpio;
 pub(super) mod disk;
+mod firecracker;
 mod kernel;
 mod qemu;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -37,7 +43,7 @@ use std::time::Duration;
 
 use bencher_oci::config::ImageConfig;
 use bencher_types::guest::{
-    FrameDecoder, GUEST_CONFIG_PATH, GUEST_PROTOCOL_VERSION, GuestChannel, GuestConfig,
+    FrameDecoder, GUEST_CONFIG_PATH, GUEST_PROTOCOL_VERSION, GuestChannel, GuestConfig, GuestDisks,
     IterationEnd, Record,
 };
 use bencher_types::protocol::{IterationResult, JobConfig};
@@ -50,6 +56,7 @@ use super::capture::Captured;
 use super::job::{Planned, admit, plan_process};
 use super::plan;
 use super::{Capability, ExecOutcome, ExecRequest, OutputLimits, Resources, Sandbox};
+pub use firecracker::{FirecrackerPaths, configure as configure_firecracker};
 pub use qemu::Accel;
 
 /// The exit code reported for an iteration the executor killed: SIGKILL's.
@@ -62,42 +69,82 @@ const PROBE_TIMEOUT_TCG: Duration = Duration::from_secs(90);
 /// A frame's payload beyond the output cap: a file record's path.
 const FRAME_SLACK: u64 = 64 << 10;
 
+/// The VM sandboxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum VmSandbox {
+    Qemu,
+    Firecracker,
+}
+
+impl VmSandbox {
+    fn sandbox(self) -> Sandbox {
+        match self {
+            VmSandbox::Qemu => Sandbox::Qemu,
+            VmSandbox::Firecracker => Sandbox::Firecracker,
+        }
+    }
+}
+
+/// The VMM a host runs jobs with, as its probe found it.
+#[derive(Debug, Clone)]
+enum Vmm {
+    Qemu(Accel),
+    Firecracker(firecracker::Installation),
+}
+
 /// What the probe found: everything a job needs that does not depend on the job.
 #[derive(Debug, Clone)]
 struct VmHost {
     init: PathBuf,
     kernel: kernel::KernelSource,
     cache: PathBuf,
-    accel: Accel,
+    vmm: Vmm,
     capability: Capability,
 }
 
-/// Whether this host can run QEMU guests: the tools, the kernel, the init, and a test
-/// boot of a tiny guest with the real init, first with KVM (only where the CPU has
-/// hardware virtualisation: `/dev/kvm` alone proves nothing), then with TCG. Decided
+/// Whether this host can run guests of `sandbox`: the VMM, the kernel, the init, and a
+/// test boot of a tiny guest with the real init. QEMU tries KVM first (only where the
+/// CPU has hardware virtualisation: `/dev/kvm` alone proves nothing), then TCG;
+/// Firecracker needs KVM, so on a host without it the boot fails and says so. Decided
 /// once per process. Blocking: up to a few minutes in the worst case.
-pub(super) fn check_qemu() -> Result<Capability, String> {
-    probe()
+pub(super) fn check(sandbox: VmSandbox) -> Result<Capability, String> {
+    probe(sandbox)
         .as_ref()
         .map(|host| host.capability.clone())
         .map_err(Clone::clone)
 }
 
-fn probe() -> &'static Result<VmHost, String> {
-    static PROBE: OnceLock<Result<VmHost, String>> = OnceLock::new();
-    PROBE.get_or_init(|| {
+fn probe(sandbox: VmSandbox) -> &'static Result<VmHost, String> {
+    static QEMU: OnceLock<Result<VmHost, String>> = OnceLock::new();
+    static FIRECRACKER: OnceLock<Result<VmHost, String>> = OnceLock::new();
+    let once = match sandbox {
+        VmSandbox::Qemu => &QEMU,
+        VmSandbox::Firecracker => &FIRECRACKER,
+    };
+    once.get_or_init(|| {
         // Its own thread and runtime: the caller may be inside a runtime or not.
         std::thread::Builder::new()
             .name("bencher-vm-probe".to_owned())
-            .spawn(run_probe)
+            .spawn(move || match sandbox {
+                VmSandbox::Qemu => probe_qemu(),
+                VmSandbox::Firecracker => probe_firecracker(),
+            })
             .map_err(|e| format!("cannot start the VM probe: {e}"))?
             .join()
             .unwrap_or_else(|_| Err("the VM probe panicked".to_owned()))
     })
 }
 
-fn run_probe() -> Result<VmHost, String> {
-    let qemu_version = qemu::version()?;
+/// What every VMM needs: mkfs, the init, a kernel, the cache (cleaned of dead runners'
+/// leftovers), and a runtime for the test boot.
+struct Common {
+    init: PathBuf,
+    kernel: kernel::KernelSource,
+    cache: PathBuf,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn common() -> Result<Common, String> {
     disk::check_mkfs()?;
     let init = find_init()?;
     let kernel = kernel::KernelSource::find()?;
@@ -107,19 +154,82 @@ fn run_probe() -> Result<VmHost, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the probe's runtime: {e}"))?;
+    Ok(Common {
+        init,
+        kernel,
+        cache,
+        runtime,
+    })
+}
+
+fn vm_capability(sandbox: VmSandbox) -> Capability {
+    Capability {
+        sandbox: sandbox.sandbox(),
+        detail: String::new(),
+        enforces_resources: true,
+        isolates_network: true,
+        provides_network: sandbox == VmSandbox::Qemu,
+    }
+}
+
+fn probe_firecracker() -> Result<VmHost, String> {
+    let installation = firecracker::Installation::find()?;
+    let Common {
+        init,
+        kernel,
+        cache,
+        runtime,
+    } = common()?;
+    let mut host = VmHost {
+        init,
+        kernel: kernel.clone(),
+        cache,
+        vmm: Vmm::Firecracker(installation.clone()),
+        capability: vm_capability(VmSandbox::Firecracker),
+    };
+    match runtime.block_on(probe_boot(&host)) {
+        Ok(boot) => {
+            host.capability.detail = format!(
+                "jobs run in Firecracker microVMs ({}; kernel {}; test boot {:.1} s); vCPUs, \
+                 memory and disk from the Spec, no network (Specs allowing it are not \
+                 claimed)",
+                installation.describe(),
+                kernel.version,
+                boot.as_secs_f64()
+            );
+            tracing::info!("Firecracker guests boot here");
+            Ok(host)
+        }
+        Err(error) => {
+            let hint = if candidate_accels().contains(&Accel::Kvm) {
+                ""
+            } else {
+                " (this CPU shows no hardware virtualisation, or KVM here is a software \
+                 virtualiser: Firecracker needs a host with real KVM)"
+            };
+            Err(format!(
+                "a tiny Firecracker guest did not boot here{hint}: {error}"
+            ))
+        }
+    }
+}
+
+fn probe_qemu() -> Result<VmHost, String> {
+    let qemu_version = qemu::version()?;
+    let Common {
+        init,
+        kernel,
+        cache,
+        runtime,
+    } = common()?;
     let mut failures = Vec::new();
     for accel in candidate_accels() {
         let mut host = VmHost {
             init: init.clone(),
             kernel: kernel.clone(),
             cache: cache.clone(),
-            accel,
-            capability: Capability {
-                sandbox: Sandbox::Qemu,
-                detail: String::new(),
-                enforces_resources: true,
-                isolates_network: true,
-            },
+            vmm: Vmm::Qemu(accel),
+            capability: vm_capability(VmSandbox::Qemu),
         };
         match runtime.block_on(probe_boot(&host)) {
             Ok(boot) => {
@@ -180,9 +290,11 @@ async fn probe_boot(host: &VmHost) -> Result<Duration, String> {
     fs::copy(&host.init, rootfs.join("probe"))
         .map_err(|e| format!("cannot create the probe image: {e}"))?;
     let guest = GuestConfig {
+        // Set for the VMM at boot.
         channel: GuestChannel::VirtioSerial {
             name: qemu::PORT_NAME.to_owned(),
         },
+        disks: GuestDisks::named(),
         argv: vec!["/probe".to_owned(), "--version".to_owned()],
         env: vec![("PATH".to_owned(), plan::DEFAULT_PATH.to_owned())],
         working_dir: "/".to_owned(),
@@ -197,9 +309,9 @@ async fn probe_boot(host: &VmHost) -> Result<Duration, String> {
         max_symlinks: 40,
         grace_period_ms: 0,
     };
-    let timeout = match host.accel {
-        Accel::Kvm => PROBE_TIMEOUT_KVM,
-        Accel::Tcg => PROBE_TIMEOUT_TCG,
+    let timeout = match host.vmm {
+        Vmm::Qemu(Accel::Kvm) | Vmm::Firecracker(_) => PROBE_TIMEOUT_KVM,
+        Vmm::Qemu(Accel::Tcg) => PROBE_TIMEOUT_TCG,
     };
     let started = Instant::now();
     let job = PreparedJob {
@@ -314,6 +426,10 @@ fn cache_dir() -> Result<PathBuf, String> {
     };
     fs::create_dir_all(dir.join("run"))
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // Firecracker's jails hard-link cached kernels and disks, readable by the jails'
+    // uids: the cache itself keeps everyone else out.
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("cannot restrict {}: {e}", dir.display()))?;
     Ok(dir)
 }
 
@@ -333,6 +449,7 @@ fn clean_stale_runs(cache: &Path) {
         };
         if !Path::new("/proc").join(pid).exists() {
             tracing::info!(dir = %entry.path().display(), "removing a dead runner's VM files");
+            firecracker::clean_stale(&entry.path());
             let _ = fs::remove_dir_all(entry.path());
         }
     }
@@ -373,11 +490,15 @@ struct PreparedJob {
     root_disk: PathBuf,
     /// Whether results carry the guest's wall time of each command (it always sends it).
     build_time: bool,
-    /// Where QEMU runs (host tuning's benchmark CPUs).
+    /// Where the VMM runs (host tuning's benchmark CPUs).
     placement: Option<super::Placement>,
 }
 
-pub(super) async fn execute_qemu(request: ExecRequest, cancel: CancellationToken) -> ExecOutcome {
+pub(super) async fn execute(
+    sandbox: VmSandbox,
+    request: ExecRequest,
+    cancel: CancellationToken,
+) -> ExecOutcome {
     let ExecRequest {
         rootfs,
         image,
@@ -396,9 +517,14 @@ pub(super) async fn execute_qemu(request: ExecRequest, cancel: CancellationToken
         Err(error) => return refuse(error),
     };
     let (iterations, deadline) = (admitted.iterations, admitted.deadline);
-    let host = match tokio::task::spawn_blocking(probe).await {
+    let host = match tokio::task::spawn_blocking(move || probe(sandbox)).await {
         Ok(Ok(host)) => host,
-        Ok(Err(error)) => return refuse(format!("sandbox `qemu` is not available: {error}")),
+        Ok(Err(error)) => {
+            return refuse(format!(
+                "sandbox `{}` is not available: {error}",
+                sandbox.sandbox()
+            ));
+        }
         Err(error) => return refuse(format!("the VM probe failed: {error}")),
     };
     let job = tokio::task::spawn_blocking(move || {
@@ -431,9 +557,11 @@ fn prepare(
         credentials,
     } = plan_process(rootfs, image, config, limits.max_symlinks)?;
     let guest = GuestConfig {
+        // Set for the VMM at boot.
         channel: GuestChannel::VirtioSerial {
             name: qemu::PORT_NAME.to_owned(),
         },
+        disks: GuestDisks::named(),
         argv,
         env,
         working_dir,
@@ -488,8 +616,14 @@ async fn boot_outcome(
     deadline: Instant,
     cancel: &CancellationToken,
 ) -> (ExecOutcome, Option<Console>) {
-    let results = Results::new(&job.guest, job.build_time);
-    let mut results = results;
+    let mut results = Results::new(&job.guest, job.build_time);
+    if resources.network && matches!(host.vmm, Vmm::Firecracker(_)) {
+        let error = "sandbox `firecracker` gives jobs no network yet (it would need a tap \
+                     device and NAT on the host); run this Spec without --network, or use \
+                     sandbox `qemu`"
+            .to_owned();
+        return (results.failed(error), None);
+    }
     let run = match RunDir::create(&host.cache) {
         Ok(run) => run,
         Err(error) => return (results.failed(error), None),
@@ -497,20 +631,26 @@ async fn boot_outcome(
     let files = {
         let host = host.clone();
         let run = run.path.clone();
-        let guest = job.guest.clone();
+        let mut guest = job.guest.clone();
+        let root_disk = job.root_disk.clone();
         let disk_size = resources.disk;
         let network = resources.network;
         tokio::task::spawn_blocking(move || {
             let kernel = host.kernel.prepare(&host.init, &host.cache, network)?;
-            disk::scratch_disk(&run.join("scratch.ext4"), disk_size)?;
-            job_initramfs(&kernel.initramfs, &run.join("initramfs.cpio"), &guest)
+            let layout = Layout::create(&host.vmm, &run, &kernel, &root_disk)?;
+            disk::scratch_disk(&layout.dir.join(SCRATCH), disk_size)?;
+            let scratch = layout.scratch()?;
+            guest.channel = layout.guest_channel.clone();
+            guest.disks = layout.disks()?;
+            job_initramfs(&kernel.initramfs, &layout.dir.join(INITRAMFS), &guest)
                 .map_err(|e| format!("cannot write the job's initramfs: {e}"))?;
-            Ok::<_, String>(kernel)
+            let initramfs = layout.hand_over(INITRAMFS)?;
+            Ok::<_, String>((kernel, layout, initramfs, scratch))
         })
         .await
     };
-    let kernel = match files {
-        Ok(Ok(kernel)) => kernel,
+    let (kernel, layout, initramfs, scratch) = match files {
+        Ok(Ok(files)) => files,
         Ok(Err(error)) => return (results.failed(error), None),
         Err(error) => {
             return (
@@ -519,51 +659,84 @@ async fn boot_outcome(
             );
         }
     };
-    let socket = run.path.join("channel.sock");
-    let listener = match UnixListener::bind(&socket) {
+    let listener = match layout.listen() {
         Ok(listener) => listener,
-        Err(e) => {
-            return (
-                results.failed(format!("cannot listen on {}: {e}", socket.display())),
-                None,
-            );
-        }
+        Err(error) => return (results.failed(error), None),
     };
-    let initramfs = run.path.join("initramfs.cpio");
-    let scratch = run.path.join("scratch.ext4");
-    let machine = qemu::Machine {
-        accel: host.accel,
-        cpus: resources.cpus.max(1),
-        memory_mib: (resources.memory >> 20).max(128),
-        vmlinux: &kernel.vmlinux,
-        initramfs: &initramfs,
-        root_disk: &job.root_disk,
-        scratch_disk: &scratch,
-        channel: &socket,
-        network: resources.network,
-        placement: job.placement.as_ref(),
-    };
+    let console = Arc::new(Mutex::new(Vec::new()));
+    let cpus = resources.cpus.max(1);
+    let memory_mib = (resources.memory >> 20).max(128);
     // Spawned from the async task (a runtime worker thread, which lives as long as the
     // runtime): the parent-death signal follows the spawning thread, not the process.
-    let mut child = match qemu::spawn(&machine) {
-        Ok(child) => child,
-        Err(e) => {
-            let error = format!("cannot start {}: {e}", qemu::binary().display());
-            return (results.failed(error), None);
+    // Lives as long as the VM, killed with it.
+    let mut vhost_vsock = None;
+    let (mut process, pipes) = match &host.vmm {
+        Vmm::Qemu(accel) => {
+            let channel = match &layout.vhost_vsock {
+                None => qemu::Channel::VirtioSerial(&layout.channel),
+                Some((daemon, socket)) => {
+                    let uds = layout.dir.join(VSOCK_SOCKET);
+                    match qemu::spawn_vhost_vsock(daemon, socket, &uds).await {
+                        Ok(child) => vhost_vsock = Some(child),
+                        Err(error) => return (results.failed(error), None),
+                    }
+                    qemu::Channel::VhostUserVsock(socket)
+                }
+            };
+            let machine = qemu::Machine {
+                accel: *accel,
+                cpus,
+                memory_mib,
+                vmlinux: &kernel.vmlinux,
+                initramfs: &initramfs,
+                root_disk: &job.root_disk,
+                scratch_disk: &scratch,
+                channel,
+                network: resources.network,
+                placement: job.placement.as_ref(),
+            };
+            match qemu::spawn(&machine) {
+                Ok(mut child) => {
+                    let pipes = (child.stdout.take(), child.stderr.take());
+                    (VmmProcess::Child(child), pipes)
+                }
+                Err(e) => {
+                    let error = format!("cannot start {}: {e}", qemu::binary().display());
+                    return (results.failed(error), None);
+                }
+            }
+        }
+        Vmm::Firecracker(installation) => {
+            let (Some(jail), Some(inside)) = (&layout.jail, &layout.inside) else {
+                return (results.failed("the jail is missing".to_owned()), None);
+            };
+            let machine = firecracker::Machine {
+                cpus,
+                memory_mib,
+                kernel: &inside.kernel,
+                initramfs: &inside.initramfs,
+                root_disk: &inside.root_disk,
+                scratch_disk: &inside.scratch_disk,
+                placement: job.placement.as_ref(),
+            };
+            match firecracker::start(installation, jail, &machine).await {
+                Ok(started) => (started.process, (started.stdout, started.stderr)),
+                Err((error, started)) => {
+                    if let Some(started) = started {
+                        let tasks = keep_console(started.stdout, started.stderr, &console);
+                        // The VMM is dead: what it printed is all in the pipes.
+                        for task in tasks.into_iter().flatten() {
+                            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+                        }
+                    }
+                    let error = format!("{error}{}", console_text(&console));
+                    return (results.failed(error), Some(console));
+                }
+            }
         }
     };
     let started = Instant::now();
-    let console = Arc::new(Mutex::new(Vec::new()));
-    let console_tasks = [
-        child
-            .stdout
-            .take()
-            .map(|out| keep_tail(out, console.clone())),
-        child
-            .stderr
-            .take()
-            .map(|err| keep_tail(err, console.clone())),
-    ];
+    let console_tasks = keep_console(pipes.0, pipes.1, &console);
 
     let mut decoder = FrameDecoder::new(job.guest.max_output_size + FRAME_SLACK);
     let mut channel: Option<tokio::net::UnixStream> = None;
@@ -589,8 +762,8 @@ async fn boot_outcome(
                     _ => channel = None,
                 }
             }
-            status = child.wait() => {
-                vmm_exit = Some(status);
+            how = process.wait(), if vmm_exit.is_none() => {
+                vmm_exit = Some(how);
                 // What the guest sent before it stopped is still in the socket.
                 if let Some(stream) = channel.as_mut() {
                     drain(stream, &mut decoder, &mut results, started).await;
@@ -600,26 +773,26 @@ async fn boot_outcome(
         if stop.is_some() {
             break;
         }
-        if let Some(status) = &vmm_exit
+        if let Some(how) = &vmm_exit
             && !results.finished()
         {
-            let how = match status {
-                Ok(status) => status.to_string(),
-                Err(e) => e.to_string(),
-            };
             let tail = console_text(&console);
             results.fail(format!(
                 "the VM stopped before the job finished ({} {how}){tail}",
-                qemu::binary().display()
+                host.vmm.name()
             ));
         }
     }
-    let _ = child.start_kill();
-    let _ = child.wait().await;
+    process.kill().await;
+    if let Some(mut daemon) = vhost_vsock {
+        let _ = daemon.start_kill();
+        let _ = daemon.wait().await;
+    }
     for task in console_tasks.into_iter().flatten() {
         task.abort();
     }
     drop(listener);
+    drop(layout);
     drop(run);
     let outcome = match stop {
         Some(Stop::Canceled) => ExecOutcome::Canceled {
@@ -631,6 +804,207 @@ async fn boot_outcome(
         None => results.outcome(),
     };
     (outcome, Some(console))
+}
+
+/// The job's initramfs and scratch disk, by file name in the VM's directory.
+const INITRAMFS: &str = "initramfs.cpio";
+const SCRATCH: &str = "scratch.ext4";
+/// The hybrid vsock's Unix socket in the VM's directory, and the port the guest's init
+/// connects to: its connection arrives at `<VSOCK_SOCKET>_<VSOCK_PORT>`.
+const VSOCK_SOCKET: &str = "vsock.sock";
+const VSOCK_PORT: u32 = 1024;
+
+/// Where a VM's files go and how its guest reaches the host: QEMU's in the run
+/// directory with a virtio-serial socket; Firecracker's in a jail inside it, with the
+/// kernel and root disk linked in and the vsock's listener.
+struct Layout {
+    /// Where the job's own files are written.
+    dir: PathBuf,
+    /// The host's listening socket for the guest's channel.
+    channel: PathBuf,
+    guest_channel: GuestChannel,
+    /// QEMU over hybrid vsock: the `vhost-device-vsock` binary and the socket QEMU
+    /// connects to it by.
+    vhost_vsock: Option<(PathBuf, PathBuf)>,
+    jail: Option<firecracker::Jail>,
+    /// Firecracker's paths inside the jail.
+    inside: Option<JailPaths>,
+}
+
+struct JailPaths {
+    kernel: String,
+    initramfs: String,
+    root_disk: String,
+    scratch_disk: String,
+}
+
+impl Layout {
+    fn create(
+        vmm: &Vmm,
+        run: &Path,
+        kernel: &kernel::PreparedKernel,
+        root_disk: &Path,
+    ) -> Result<Layout, String> {
+        match vmm {
+            Vmm::Qemu(_) => Ok(match qemu::vhost_vsock() {
+                Some(daemon) => Layout {
+                    dir: run.to_owned(),
+                    channel: run.join(format!("{VSOCK_SOCKET}_{VSOCK_PORT}")),
+                    guest_channel: GuestChannel::Vsock { port: VSOCK_PORT },
+                    vhost_vsock: Some((daemon, run.join("vhost-user.sock"))),
+                    jail: None,
+                    inside: None,
+                },
+                None => Layout {
+                    dir: run.to_owned(),
+                    channel: run.join("channel.sock"),
+                    guest_channel: GuestChannel::VirtioSerial {
+                        name: qemu::PORT_NAME.to_owned(),
+                    },
+                    vhost_vsock: None,
+                    jail: None,
+                    inside: None,
+                },
+            }),
+            Vmm::Firecracker(installation) => {
+                let jail = firecracker::Jail::create(run, installation)?;
+                let inside = JailPaths {
+                    kernel: jail.link(&kernel.vmlinux, "vmlinux")?,
+                    root_disk: jail.link(root_disk, "root.ext4")?,
+                    initramfs: format!("/{INITRAMFS}"),
+                    scratch_disk: format!("/{SCRATCH}"),
+                };
+                Ok(Layout {
+                    dir: jail.root.clone(),
+                    channel: jail.root.join(format!("{VSOCK_SOCKET}_{VSOCK_PORT}")),
+                    guest_channel: GuestChannel::Vsock { port: VSOCK_PORT },
+                    vhost_vsock: None,
+                    jail: Some(jail),
+                    inside: Some(inside),
+                })
+            }
+        }
+    }
+
+    /// The guest's disk serials: QEMU's are set on its command line; Firecracker's
+    /// follow from the files.
+    fn disks(&self) -> Result<GuestDisks, String> {
+        if self.jail.is_none() {
+            return Ok(GuestDisks::named());
+        }
+        let serial = |name: &str| {
+            let path = self.dir.join(name);
+            firecracker::disk_serial(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        Ok(GuestDisks {
+            root: serial("root.ext4")?,
+            scratch: serial(SCRATCH)?,
+        })
+    }
+
+    /// The scratch disk, handed to the jail's uid under Firecracker.
+    fn scratch(&self) -> Result<PathBuf, String> {
+        self.hand_over(SCRATCH)
+    }
+
+    /// `name` in the VM's directory, the jail uid's own under Firecracker.
+    fn hand_over(&self, name: &str) -> Result<PathBuf, String> {
+        if let Some(jail) = &self.jail {
+            jail.give(name)?;
+        }
+        Ok(self.dir.join(name))
+    }
+
+    /// Listens for the guest's channel; under Firecracker the VMM (the jail's uid)
+    /// connects to it.
+    fn listen(&self) -> Result<UnixListener, String> {
+        let listener = UnixListener::bind(&self.channel)
+            .map_err(|e| format!("cannot listen on {}: {e}", self.channel.display()))?;
+        if let Some(jail) = &self.jail {
+            jail.give(
+                &self
+                    .channel
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy(),
+            )?;
+        }
+        Ok(listener)
+    }
+}
+
+impl Vmm {
+    fn name(&self) -> String {
+        match self {
+            Vmm::Qemu(_) => qemu::binary().display().to_string(),
+            Vmm::Firecracker(installation) => installation.firecracker.display().to_string(),
+        }
+    }
+}
+
+/// The VMM process: QEMU and a self-jailed Firecracker are the runner's children; a
+/// Firecracker started by the jailer runs in its own PID namespace and is watched
+/// through a pidfd.
+pub(super) enum VmmProcess {
+    Child(tokio::process::Child),
+    Pidfd(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>),
+}
+
+impl VmmProcess {
+    fn watch(pid: rustix::process::Pid) -> std::io::Result<VmmProcess> {
+        let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK)?;
+        // SAFETY: an `OwnedFd` is a valid open descriptor that stays the same until
+        // the `AsyncFd` that owns it drops it.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        };
+        Ok(VmmProcess::Pidfd(fd.map_err(std::io::Error::from)?))
+    }
+
+    /// Waits for the process to end; how it ended, for messages.
+    async fn wait(&mut self) -> String {
+        match self {
+            VmmProcess::Child(child) => match child.wait().await {
+                Ok(status) => status.to_string(),
+                Err(e) => e.to_string(),
+            },
+            // A pidfd is readable once its process has exited; the exit status belongs
+            // to the process's parent.
+            VmmProcess::Pidfd(fd) => match fd.readable().await {
+                Ok(_) => "exited".to_owned(),
+                Err(e) => e.to_string(),
+            },
+        }
+    }
+
+    /// Kills the process and waits for it to end.
+    async fn kill(&mut self) {
+        match self {
+            VmmProcess::Child(child) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+            VmmProcess::Pidfd(fd) => {
+                let _ =
+                    rustix::process::pidfd_send_signal(fd.get_ref(), rustix::process::Signal::KILL);
+                let _ = tokio::time::timeout(Duration::from_secs(5), fd.readable()).await;
+            }
+        }
+    }
+}
+
+/// Keeps the end of the VMM's stdout and stderr (the guest's console, the VMM's
+/// messages).
+fn keep_console(
+    stdout: Option<tokio::process::ChildStdout>,
+    stderr: Option<tokio::process::ChildStderr>,
+    console: &Console,
+) -> [Option<tokio::task::JoinHandle<()>>; 2] {
+    [
+        stdout.map(|out| keep_tail(out, console.clone())),
+        stderr.map(|err| keep_tail(err, console.clone())),
+    ]
 }
 
 /// Reads what is left in the channel, for at most a second.
