@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bencher_types::guest::{GuestConfig, IterationEnd, OUTPUT_CHUNK, Record};
+use bencher_types::guest::{GuestConfig, GuestNetwork, IterationEnd, OUTPUT_CHUNK, Record};
 
 use crate::channel;
 use crate::rootfs::Root;
@@ -89,12 +89,28 @@ fn run_one(
     result
 }
 
+/// The network's DNS forwarder as the job's `/etc/resolv.conf`, replacing the image's
+/// (a file or a link) in this iteration's layer, as container engines do.
+fn resolver(network: &GuestNetwork) -> Result<(), String> {
+    // Paths are the guest's own here: what a link in the image points to is inside
+    // the guest, the sandbox.
+    let etc = Path::new(JOB_ROOT).join("etc");
+    fs::create_dir_all(&etc).map_err(|e| format!("cannot create the job's /etc: {e}"))?;
+    let path = etc.join("resolv.conf");
+    let _ = fs::remove_file(&path);
+    fs::write(&path, format!("nameserver {}\n", network.nameserver))
+        .map_err(|e| format!("cannot write the job's /etc/resolv.conf: {e}"))
+}
+
 fn in_root(config: &GuestConfig, prepared: &Arc<Prepared>) -> Result<IterationEnd, String> {
     let root = Root::open(Path::new(JOB_ROOT), config.max_symlinks)
         .map_err(|e| format!("cannot open the job's root: {e}"))?;
     for dir in ["/proc", "/sys", "/dev", "/tmp", config.working_dir.as_str()] {
         root.ensure_dir(dir)
             .map_err(|e| format!("cannot create {dir} in the image: {e}"))?;
+    }
+    if let Some(network) = &config.network {
+        resolver(network)?;
     }
 
     let mut command = Command::new(&config.argv[0]);

@@ -66,6 +66,9 @@ fn run() -> Result<(), String> {
     })?;
     let disks = setup::mount_disks(&config.disks)?;
     setup::loopback_up()?;
+    if let Some(network) = &config.network {
+        setup::network_up(network)?;
+    }
     iteration::run_all(&config, &disks)?;
     channel::send(&Record::Done)
 }

@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bencher_types::guest::{GUEST_MODULES_PATH, GuestDisks};
+use bencher_types::guest::{GUEST_MODULES_PATH, GuestDisks, GuestNetwork};
 
 /// How long the disks may take to appear after their driver loaded.
 const DEVICE_WAIT: Duration = Duration::from_secs(10);
@@ -60,6 +60,122 @@ pub fn loopback_up() -> Result<(), String> {
         if done != 0 {
             return Err(format!("cannot bring lo up: {error}"));
         }
+    }
+    Ok(())
+}
+
+/// `struct rtentry` of `<linux/route.h>` (the `SIOCADDRT` argument), which the libc
+/// crate has only for musl.
+#[repr(C)]
+struct RouteEntry {
+    rt_pad1: libc::c_ulong,
+    rt_dst: libc::sockaddr,
+    rt_gateway: libc::sockaddr,
+    rt_genmask: libc::sockaddr,
+    rt_flags: libc::c_ushort,
+    rt_pad2: libc::c_short,
+    rt_pad3: libc::c_ulong,
+    rt_tos: libc::c_uchar,
+    rt_class: libc::c_uchar,
+    rt_pad4: [libc::c_short; 3],
+    rt_metric: libc::c_short,
+    rt_dev: *mut libc::c_char,
+    rt_mtu: libc::c_ulong,
+    rt_window: libc::c_ulong,
+    rt_irtt: libc::c_ushort,
+}
+
+/// An IPv4 address as the `sockaddr` ioctls take.
+fn sockaddr(address: std::net::Ipv4Addr) -> libc::sockaddr {
+    // SAFETY: an all-zero sockaddr_in is valid; it has the size of a sockaddr.
+    unsafe {
+        let mut inet: libc::sockaddr_in = std::mem::zeroed();
+        inet.sin_family = libc::AF_INET as libc::sa_family_t;
+        inet.sin_addr.s_addr = u32::from(address).to_be();
+        std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(inet)
+    }
+}
+
+/// Configures the guest's one network device (the first interface that is not the
+/// loopback, waited for like the disks): `network.address`, up, and a default route
+/// through `network.gateway`.
+pub fn network_up(network: &GuestNetwork) -> Result<(), String> {
+    let started = Instant::now();
+    let name = loop {
+        let found = fs::read_dir("/sys/class/net")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "lo")
+            .min();
+        if let Some(name) = found {
+            break name;
+        }
+        if started.elapsed() > DEVICE_WAIT {
+            return Err(format!(
+                "the Spec allows network, and no network device appeared within {DEVICE_WAIT:?}"
+            ));
+        }
+        // Only while the guest boots, before the benchmark runs.
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(format!("the network device name {name} is too long"));
+    }
+    // SAFETY: ioctls on a fresh socket with zeroed, NUL-terminated requests built here.
+    unsafe {
+        let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if socket < 0 {
+            return Err(format!(
+                "cannot open a socket to configure {name}: {}",
+                io::Error::last_os_error()
+            ));
+        }
+        let socket = <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(socket);
+        let request = || {
+            let mut request: libc::ifreq = std::mem::zeroed();
+            for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes()) {
+                *slot = byte as libc::c_char;
+            }
+            request
+        };
+        let ioctl = |what: &str, code: libc::c_ulong, arg: *mut libc::c_void| {
+            if libc::ioctl(socket.as_raw_fd(), code, arg) != 0 {
+                return Err(format!(
+                    "cannot {what} of {name}: {}",
+                    io::Error::last_os_error()
+                ));
+            }
+            Ok(())
+        };
+        let mut address = request();
+        address.ifr_ifru.ifru_addr = sockaddr(network.address);
+        ioctl(
+            "set the address",
+            libc::SIOCSIFADDR,
+            (&raw mut address).cast(),
+        )?;
+        let mut netmask = request();
+        netmask.ifr_ifru.ifru_netmask = sockaddr(network.netmask());
+        ioctl(
+            "set the netmask",
+            libc::SIOCSIFNETMASK,
+            (&raw mut netmask).cast(),
+        )?;
+        let mut flags = request();
+        flags.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        ioctl("bring up", libc::SIOCSIFFLAGS, (&raw mut flags).cast())?;
+        let mut route: RouteEntry = std::mem::zeroed();
+        route.rt_dst = sockaddr(std::net::Ipv4Addr::UNSPECIFIED);
+        route.rt_genmask = sockaddr(std::net::Ipv4Addr::UNSPECIFIED);
+        route.rt_gateway = sockaddr(network.gateway);
+        route.rt_flags = (libc::RTF_UP | libc::RTF_GATEWAY) as libc::c_ushort;
+        ioctl(
+            "add the default route",
+            libc::SIOCADDRT,
+            (&raw mut route).cast(),
+        )?;
     }
     Ok(())
 }

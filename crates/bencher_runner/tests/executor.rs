@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 // The test image.
 
 /// Host programs copied into the test root filesystem, by their name there.
+mod host_service;
+
 const PROGRAMS: &[&str] = &[
     "sh", "sleep", "cat", "env", "id", "head", "ls", "ln", "rm", "mkdir", "echo", "pwd", "tr", "wc",
 ];
@@ -86,6 +88,10 @@ fn build_rootfs(root: &Path) {
     .unwrap();
     fs::write(root.join("etc/image-file"), "from the image\n").unwrap();
     std::os::unix::fs::chown(root.join("home/bench"), Some(1234), Some(2345)).unwrap();
+    // Static: `nc` for the network test, where the host has it.
+    if Path::new("/bin/busybox").is_file() {
+        fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    }
 }
 
 fn which(program: &str) -> PathBuf {
@@ -543,15 +549,39 @@ async fn without_network_a_job_sees_only_loopback(sandbox: Sandbox) {
         .collect();
     assert_eq!(interfaces, ["lo"], "{result:?}");
 
-    // With network, runc shares the host's network namespace (for now).
-    if sandbox == Sandbox::Container {
-        let mut with_network = request(shell(script));
-        with_network.resources.network = true;
-        let result = only(run(sandbox, with_network).await);
-        let host = fs::read_to_string("/proc/net/dev").unwrap();
-        let count = |text: &str| text.lines().filter(|line| line.contains(':')).count();
-        assert_eq!(count(stdout(&result)), count(&host), "{result:?}");
-    }
+    with_network_a_job_reaches_the_host_but_not_its_loopback(sandbox).await;
+}
+
+/// With network: the job's own namespace, where slirp4netns's tap is its interface; the
+/// host's network is reached by the host's address, the host's loopback is not, and
+/// names resolve through slirp's forwarder.
+async fn with_network_a_job_reaches_the_host_but_not_its_loopback(sandbox: Sandbox) {
+    let service = match host_service::start(rootfs()) {
+        Ok(service) => service,
+        Err(reason) => return host_service::skip(&format!("{sandbox} with network: {reason}")),
+    };
+    let script = format!(
+        "cat /proc/net/dev; cat /etc/resolv.conf\n{}",
+        service.script()
+    );
+    let mut with_network = request(shell(&script));
+    with_network.resources.network = true;
+    let result = only(run(sandbox, with_network).await);
+    let out = stdout(&result);
+    let interfaces: Vec<&str> = out
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, _)| name.trim())
+        .filter(|name| !name.contains(' '))
+        .collect();
+    assert!(interfaces.contains(&"slirp0"), "{result:?}");
+    assert!(
+        interfaces.iter().all(|i| ["lo", "slirp0"].contains(i)),
+        "{result:?}"
+    );
+    assert!(out.contains("nameserver 10.0.2.3\n"), "{result:?}");
+    assert!(out.contains(host_service::GREETING), "{result:?}");
+    assert!(out.contains(host_service::LOOPBACK_REFUSED), "{result:?}");
 }
 
 async fn the_memory_limit_is_enforced(sandbox: Sandbox) {

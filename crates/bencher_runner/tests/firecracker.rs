@@ -191,6 +191,26 @@ async fn firecracker_runs_jobs_in_jailed_microvms_where_the_host_can() {
         );
     }
 
+    // With network: the job's namespace, slirp4netns, the guest's eth0 configured.
+    let mut networked = request(
+        setup,
+        image(serde_json::json!({})),
+        job(
+            "cat /etc/resolv.conf; busybox ip -4 addr show dev eth0 | busybox grep -o 'inet [0-9./]*'",
+            serde_json::json!({}),
+        ),
+    );
+    networked.resources.network = true;
+    let outcome =
+        executor::execute(Sandbox::Firecracker, networked, CancellationToken::new()).await;
+    let ExecOutcome::Completed { results } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(
+        stdout(&results[0]),
+        "nameserver 10.0.2.3\ninet 10.0.2.15/24\n"
+    );
+
     // A failing iteration fails the job after it; a signal is 128 + N.
     let outcome = run(job("kill -TERM $$", serde_json::json!({"iter": 2}))).await;
     let ExecOutcome::Failed { results, error } = outcome else {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bencher_runner::executor::{self, ExecOutcome, ExecRequest, Sandbox};
 use tokio_util::sync::CancellationToken;
 
+mod host_service;
 mod vm_support;
 use vm_support::{SERIAL, Setup, image, job, leftover_runs, request, stderr, stdout};
 
@@ -324,6 +325,56 @@ async fn timeout_and_cancel_kill_the_vm_and_leave_nothing() {
         "{:?}",
         leftover_runs(setup)
     );
+}
+
+/// With network: the job's own namespace with slirp4netns behind a bridge. The guest's
+/// `eth0` has slirp's address and default route, the job's resolver is slirp's, the
+/// host's network is reached by the host's address, and the host's loopback is not.
+#[tokio::test]
+async fn with_network_the_guest_reaches_the_host_but_not_its_loopback() {
+    let _serial = SERIAL.lock().await;
+    let Some(setup) = setup() else { return };
+    let service = match host_service::start(&setup.rootfs) {
+        Ok(service) => service,
+        Err(reason) => return host_service::skip(&reason),
+    };
+    let script = format!(
+        "cat /etc/resolv.conf
+         busybox ip -4 addr show dev eth0 | busybox grep -o 'inet [0-9./]*'
+         busybox ip route | busybox grep default
+         {}",
+        service.script()
+    );
+    let mut with_network = request(
+        setup,
+        image(serde_json::json!({})),
+        job(&script, serde_json::json!({})),
+    );
+    with_network.resources.network = true;
+    let outcome = run(with_network).await;
+    let ExecOutcome::Completed { results } = outcome else {
+        panic!("{outcome:?}");
+    };
+    let out = stdout(&results[0]);
+    assert!(out.contains("nameserver 10.0.2.3\n"), "{out}");
+    assert!(out.contains("inet 10.0.2.15/24"), "{out}");
+    assert!(out.contains("default via 10.0.2.2"), "{out}");
+    assert!(out.contains(host_service::GREETING), "{out}");
+    assert!(out.contains(host_service::LOOPBACK_REFUSED), "{out}");
+    // The namespace's slirp4netns went with the job.
+    let ours = std::process::id().to_string();
+    let slirps: Vec<_> = fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            let status = fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+            status.lines().any(|l| l == "Name:\tslirp4netns")
+                && status
+                    .lines()
+                    .any(|l| l.strip_prefix("PPid:").is_some_and(|p| p.trim() == ours))
+        })
+        .collect();
+    assert!(slirps.is_empty(), "{slirps:?}");
 }
 
 /// The VMM dying mid-job fails the job at once, naming it.

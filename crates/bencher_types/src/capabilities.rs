@@ -25,8 +25,9 @@ pub struct Capabilities {
     /// The sandboxes found working at start (`firecracker`, `qemu`, …).
     #[serde(default)]
     pub sandboxes: Vec<String>,
-    /// Those of `sandboxes` that cannot give a job network access (`firecracker`, whose
-    /// guests have no network device yet): a Spec allowing network needs another.
+    /// Those of `sandboxes` that cannot give a job network access here (the VM
+    /// sandboxes on a host without `slirp4netns`): a Spec allowing network needs
+    /// another.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sandboxes_without_network: Vec<String>,
     /// CPUs available to the runner.

@@ -15,12 +15,14 @@
 //! an `Error` (after which the guest powers off).
 
 use std::io::{self, Write};
+use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
 /// Bumped when records or the config change incompatibly; the guest reports it in
 /// `Ready` and the host refuses another. 2: `IterationEnd` carries the command's wall
-/// time, `FileSize` records, `GuestConfig::file_size`. 3: `GuestConfig::disks`.
+/// time, `FileSize` records, `GuestConfig::file_size`. 3: `GuestConfig::disks` and
+/// `GuestConfig::network`.
 pub const GUEST_PROTOCOL_VERSION: u32 = 3;
 
 /// Where the guest finds its config in the initramfs.
@@ -57,6 +59,9 @@ pub struct GuestConfig {
     pub channel: GuestChannel,
     /// How the guest tells its two disks apart.
     pub disks: GuestDisks,
+    /// The network interface's configuration, when the Spec allows network (the guest
+    /// then has one network device besides the loopback).
+    pub network: Option<GuestNetwork>,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     /// Absolute, inside the image.
@@ -97,6 +102,34 @@ impl GuestDisks {
             root: ROOT_DISK_SERIAL.to_owned(),
             scratch: SCRATCH_DISK_SERIAL.to_owned(),
         }
+    }
+}
+
+/// A guest's static IPv4 configuration: its one network device gets `address`, a
+/// default route through `gateway`, and jobs get `nameserver` in `/etc/resolv.conf`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestNetwork {
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub nameserver: Ipv4Addr,
+}
+
+impl GuestNetwork {
+    /// The user-mode network's (slirp's, as QEMU and slirp4netns set it up): the
+    /// guest at 10.0.2.15/24, the virtual router 10.0.2.2, its DNS forwarder 10.0.2.3.
+    pub const SLIRP: GuestNetwork = GuestNetwork {
+        address: Ipv4Addr::new(10, 0, 2, 15),
+        prefix_len: 24,
+        gateway: Ipv4Addr::new(10, 0, 2, 2),
+        nameserver: Ipv4Addr::new(10, 0, 2, 3),
+    };
+
+    /// The netmask of `prefix_len` (at most 32).
+    pub fn netmask(&self) -> Ipv4Addr {
+        let bits = u32::from(self.prefix_len.min(32));
+        Ipv4Addr::from(u32::MAX.checked_shl(32 - bits).unwrap_or(0))
     }
 }
 
@@ -431,6 +464,7 @@ mod tests {
                 name: "bencher".to_owned(),
             },
             disks: GuestDisks::named(),
+            network: Some(GuestNetwork::SLIRP),
             argv: vec!["sh".to_owned()],
             env: vec![("A".to_owned(), "1".to_owned())],
             working_dir: "/".to_owned(),
@@ -450,8 +484,25 @@ mod tests {
             serde_json::from_value::<GuestConfig>(json.clone()).unwrap(),
             config
         );
+        assert_eq!(json["network"]["address"], "10.0.2.15");
         let mut typo = json;
         typo["iteration"] = 3.into();
         assert!(serde_json::from_value::<GuestConfig>(typo).is_err());
+    }
+
+    #[test]
+    fn netmasks_from_prefixes() {
+        let mask = |prefix_len| {
+            GuestNetwork {
+                prefix_len,
+                ..GuestNetwork::SLIRP
+            }
+            .netmask()
+        };
+        assert_eq!(mask(24), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(mask(30), Ipv4Addr::new(255, 255, 255, 252));
+        assert_eq!(mask(32), Ipv4Addr::BROADCAST);
+        assert_eq!(mask(0), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(mask(40), Ipv4Addr::BROADCAST);
     }
 }

@@ -42,6 +42,7 @@
 mod capture;
 mod host;
 mod job;
+mod network;
 mod oci_runtime;
 mod placement;
 mod plan;
@@ -126,8 +127,8 @@ pub struct Capability {
     pub enforces_resources: bool,
     /// Whether a Spec without network keeps the job off the network.
     pub isolates_network: bool,
-    /// Whether a Spec with network gets it (`firecracker` has no network device yet:
-    /// the runner announces that, and the server sends it no such Spec).
+    /// Whether a Spec with network gets it (the VM sandboxes need `slirp4netns`; where
+    /// it is missing the runner announces that, and the server sends it no such Spec).
     pub provides_network: bool,
 }
 

@@ -148,6 +148,11 @@ pub fn build_rootfs(root: &Path) {
     )
     .unwrap();
     fs::write(root.join("etc/image-file"), "from the image\n").unwrap();
+    // Static: network tools (ip, nc) for the network test, where the host has it.
+    let busybox = Path::new("/bin/busybox");
+    if busybox.is_file() {
+        fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    }
     std::os::unix::fs::chown(root.join("home/bench"), Some(1234), Some(2345)).unwrap();
 }
 

@@ -228,6 +228,14 @@ fn mount_overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> Resu
     })
 }
 
+/// A job's network: the job's network namespace (`super::super::network`), which the
+/// runtime also starts in (runsc refuses a namespace path while it runs in the host's).
+pub(super) struct Network {
+    pub netns: PathBuf,
+    /// Bound read-only over the image's `/etc/resolv.conf`.
+    pub resolv_conf: PathBuf,
+}
+
 /// The container's `config.json`: see the module documentation of `oci_runtime` for
 /// what each part gives the job.
 pub(super) fn spec(
@@ -237,6 +245,7 @@ pub(super) fn spec(
     process: &Process,
     resources: &Resources,
     tmp_bind: bool,
+    network: Option<&Network>,
 ) -> Result<Spec, oci_spec::OciSpecError> {
     let credentials = &process.credentials;
     let groups = if credentials.groups.is_empty() {
@@ -318,21 +327,29 @@ pub(super) fn spec(
         )?);
     }
 
-    let mut namespaces = vec![
+    if let Some(network) = network {
+        mounts.push(bind(
+            &network.resolv_conf,
+            "/etc/resolv.conf",
+            &["ro", "nosuid", "nodev", "noexec"],
+        )?);
+    }
+    let mut namespaces = [
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Mount,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
-    ];
-    // A new network namespace has only `lo`. With network, the host's (for now; runsc
-    // is also told `--network=host` or `--network=none` to match, see `Runtime`).
-    if !resources.network {
-        namespaces.push(LinuxNamespaceType::Network);
+    ]
+    .into_iter()
+    .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
+    .collect::<Result<Vec<_>, _>>()?;
+    // A new network namespace has only `lo`; with network, the job's (runsc is also
+    // told `--network=host` or `--network=none` to match, see `Runtime`).
+    let mut network_namespace = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network);
+    if let Some(network) = network {
+        network_namespace = network_namespace.path(network.netns.clone());
     }
-    let namespaces = namespaces
-        .into_iter()
-        .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
-        .collect::<Result<Vec<_>, _>>()?;
+    namespaces.push(network_namespace.build()?);
     let cpu = LinuxCpuBuilder::default()
         .quota(i64::from(resources.cpus) * CPU_PERIOD_US as i64)
         .period(CPU_PERIOD_US)
@@ -430,8 +447,48 @@ mod tests {
             &process,
             &resources,
             false,
+            None,
         )
         .unwrap();
+        let network_namespace = |spec: &Spec| {
+            spec.linux()
+                .as_ref()
+                .unwrap()
+                .namespaces()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|n| n.typ() == LinuxNamespaceType::Network)
+                .map(|n| n.path().clone())
+        };
+        let resolv_conf = |spec: &Spec| {
+            spec.mounts()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|m| m.destination() == Path::new("/etc/resolv.conf"))
+        };
+        // Without network, a new namespace (only `lo`) and the image's resolv.conf.
+        assert_eq!(network_namespace(&spec), Some(None));
+        assert!(!resolv_conf(&spec));
+        let networked = super::spec(
+            "c1",
+            &bundle,
+            Path::new("/init"),
+            &process,
+            &resources,
+            false,
+            Some(&Network {
+                netns: "/proc/1/fd/9".into(),
+                resolv_conf: dir.path().join("resolv.conf"),
+            }),
+        )
+        .unwrap();
+        assert_eq!(
+            network_namespace(&networked),
+            Some(Some("/proc/1/fd/9".into()))
+        );
+        assert!(resolv_conf(&networked));
         let quota = |spec: &Spec| {
             let linux = spec.linux().as_ref().unwrap();
             let cpu = linux.resources().as_ref().unwrap().cpu().as_ref().unwrap();

@@ -9,9 +9,11 @@
 //! - An overlay of its image's root filesystem with a fresh upper directory per
 //!   iteration, mounted by the runner (root) in the bundle; the runtime's default
 //!   `/proc`, minimal `/dev`, read-only `/sys`, masked and read-only paths.
-//! - PID, mount, IPC and UTS namespaces, and a new network namespace with only `lo`
-//!   unless its Spec has network, in which case it shares the host's network (for
-//!   now; runsc gets `--network=host` then, `--network=none` otherwise).
+//! - PID, mount, IPC and UTS namespaces, and a new network namespace with only `lo`;
+//!   with network, the job's own namespace where slirp4netns gives it the host's
+//!   network but not the host's loopback (`super::network`), and `/etc/resolv.conf`
+//!   naming slirp's DNS forwarder (runsc gets `--network=host` then, its sockets being
+//!   those of the job's namespace, and `--network=none` otherwise).
 //! - The Spec's CPUs as a CFS quota, its memory as the memory limit and 1024 tasks per
 //!   CPU as the pids limit of the container's cgroup (`/bencher/<id>`; under runsc the
 //!   pids limit counts the sandbox's own threads, and the memory limit is what bounds
@@ -70,6 +72,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::capture::{Captured, OutputBudget, capture};
 use super::job::{Ended, Planned, admit, plan_process, run_iterations};
+use super::network;
 use super::plan;
 use super::rootfs::{Root, RootfsError};
 use super::{Capability, ExecOutcome, ExecRequest, Resources, Sandbox};
@@ -157,6 +160,11 @@ impl Runtime {
         let mut args: Vec<OsString> = vec!["--root".into(), dirs.state.clone().into()];
         if self == Runtime::Runsc {
             args.push("--overlay2=none".into());
+            // With network, the sockets of the container's network namespace, the
+            // job's. (`sandbox`, gVisor's own stack over that namespace's interfaces,
+            // is refused by Debian's runsc on kernels since 5.14: its test for the
+            // host's namespace, `/proc/sys/net/core/rmem_default`, is true in every
+            // namespace there.)
             args.push(
                 if network {
                     "--network=host"
@@ -188,6 +196,9 @@ struct Job {
     file_size: bool,
     /// The benchmark CPUs (`bundle::place`).
     placement: Option<super::Placement>,
+    /// The job's network namespace, when its Spec allows network: a path to it for
+    /// `config.json`, and a handle the runtime starts in.
+    network: Option<(PathBuf, std::os::fd::OwnedFd)>,
 }
 
 pub(super) async fn execute(
@@ -214,6 +225,28 @@ pub(super) async fn execute(
     };
     let files: Arc<[String]> = config.file_paths.clone().unwrap_or_default().into();
     let deadline = admitted.deadline;
+    let network = if resources.network {
+        let created = match tokio::task::spawn_blocking(network::find_slirp4netns).await {
+            Ok(Ok(slirp4netns)) => network::JobNetwork::for_container(&slirp4netns).await,
+            Ok(Err(error)) => Err(format!(
+                "the Spec allows network, and this host cannot give it: {error}"
+            )),
+            Err(error) => Err(format!("looking for slirp4netns failed: {error}")),
+        };
+        match created {
+            Ok(network) => Some(network),
+            Err(error) => return refuse(error),
+        }
+    } else {
+        None
+    };
+    let namespace = match &network {
+        Some(network) => match network.namespace() {
+            Ok(handle) => Some((network.path(), handle)),
+            Err(error) => return refuse(error),
+        },
+        None => None,
+    };
 
     let prepared = tokio::task::spawn_blocking(move || -> Result<(Job, JobScratch), String> {
         let binary = runtime.binary()?;
@@ -247,6 +280,7 @@ pub(super) async fn execute(
             build_time: config.build_time.unwrap_or(false),
             file_size: config.file_size.unwrap_or(false),
             placement,
+            network: namespace,
         };
         Ok((job, scratch))
     })
@@ -271,6 +305,9 @@ pub(super) async fn execute(
     // Every iteration's container and bundle is gone (dropped ones on their own
     // threads, which unmount lazily, so the order does not matter).
     let _ = tokio::task::spawn_blocking(move || scratch.remove()).await;
+    if let Some(network) = network {
+        network.close().await;
+    }
     outcome
 }
 
@@ -350,6 +387,18 @@ fn ready(job: &Job, id: &str, bundle: &Bundle) -> Result<(), String> {
     }
     let tmp_bind = prepare_tmp(&bundle.rootfs)?;
     find_program(&root, &job.process)?;
+    let network = match &job.network {
+        Some((netns, _)) => {
+            let resolv_conf = bundle.dir.join("resolv.conf");
+            std::fs::write(&resolv_conf, network::RESOLV_CONF)
+                .map_err(|e| format!("cannot write the job's resolv.conf: {e}"))?;
+            Some(bundle::Network {
+                netns: netns.clone(),
+                resolv_conf,
+            })
+        }
+        None => None,
+    };
     let mut spec = bundle::spec(
         id,
         bundle,
@@ -357,6 +406,7 @@ fn ready(job: &Job, id: &str, bundle: &Bundle) -> Result<(), String> {
         &job.process,
         &job.resources,
         tmp_bind,
+        network.as_ref(),
     )
     .map_err(|e| format!("cannot build the container's config.json: {e}"))?;
     if let Some(placement) = &job.placement {
@@ -493,6 +543,15 @@ async fn iteration(
         // A terminal's Ctrl-C reaches the runner, which stops the job cleanly, not the
         // runtime (which would forward it to the container).
         .process_group(0);
+    if let Some((_, netns)) = &job.network {
+        match netns.try_clone() {
+            Ok(netns) => network::enter(&mut command, netns),
+            Err(error) => {
+                container.finish().await;
+                return Ended::Failed(None, format!("cannot hand the job's network on: {error}"));
+            }
+        }
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
@@ -746,6 +805,7 @@ pub(super) fn check(runtime: Runtime) -> Result<Capability, String> {
         );
     }
     probe(runtime, &binary, &dirs)?;
+    let slirp4netns = network::find_slirp4netns();
     let engine = match runtime {
         Runtime::Runc => "runc containers",
         Runtime::Runsc => "gVisor (runsc, default platform) sandboxes",
@@ -754,16 +814,20 @@ pub(super) fn check(runtime: Runtime) -> Result<Capability, String> {
         sandbox,
         detail: format!(
             "jobs run in {engine} ({version}): an overlay of their image per iteration; own \
-             PID, mount, IPC and UTS namespaces; a network namespace with only loopback unless \
-             the Spec has network (then the host's network); the Spec's CPUs as a CPU quota, \
+             PID, mount, IPC and UTS namespaces; a network namespace with only loopback, or \
+             with network {}; the Spec's CPUs as a CPU quota, \
              its memory as a memory limit, 1024 tasks per CPU; its disk as the size of an ext4 \
              scratch filesystem per job holding each iteration's overlay upper directory (a sparse \
              image on a loop device, in {})",
+            match &slirp4netns {
+                Ok(_) => "the job's own through slirp4netns, without the host's loopback",
+                Err(_) => "none (no slirp4netns: Specs allowing network are not served)",
+            },
             dirs.bundles.display()
         ),
         enforces_resources: true,
         isolates_network: true,
-        provides_network: true,
+        provides_network: slirp4netns.is_ok(),
     })
 }
 
@@ -792,9 +856,11 @@ fn probe(runtime: Runtime, binary: &Path, dirs: &Dirs) -> Result<(), String> {
         };
         let resources = Resources::RUN_DEFAULT;
         let tmp_bind = prepare_tmp(&bundle.rootfs)?;
-        bundle::spec(&id, &bundle, &dirs.init, &process, &resources, tmp_bind)
-            .and_then(|spec| spec.save(bundle.dir.join("config.json")))
-            .map_err(|e| format!("cannot write the probe's config.json: {e}"))?;
+        bundle::spec(
+            &id, &bundle, &dirs.init, &process, &resources, tmp_bind, None,
+        )
+        .and_then(|spec| spec.save(bundle.dir.join("config.json")))
+        .map_err(|e| format!("cannot write the probe's config.json: {e}"))?;
         let mut child = std::process::Command::new(binary)
             .args(runtime.global_args(dirs, false))
             .arg("run")

@@ -54,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::capture::Captured;
 use super::job::{Planned, admit, plan_process};
+use super::network;
 use super::plan;
 use super::{Capability, ExecOutcome, ExecRequest, OutputLimits, Resources, Sandbox};
 pub use firecracker::{FirecrackerPaths, configure as configure_firecracker};
@@ -99,6 +100,9 @@ struct VmHost {
     kernel: kernel::KernelSource,
     cache: PathBuf,
     vmm: Vmm,
+    /// What gives jobs network (`network`); without it, Specs allowing network are not
+    /// served.
+    slirp4netns: Option<PathBuf>,
     capability: Capability,
 }
 
@@ -141,6 +145,7 @@ struct Common {
     init: PathBuf,
     kernel: kernel::KernelSource,
     cache: PathBuf,
+    slirp4netns: Option<PathBuf>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -150,6 +155,11 @@ fn common() -> Result<Common, String> {
     let kernel = kernel::KernelSource::find()?;
     let cache = cache_dir()?;
     clean_stale_runs(&cache);
+    let slirp4netns = network::find_slirp4netns()
+        .inspect_err(|reason| {
+            tracing::info!(%reason, "VM jobs get no network: Specs allowing it are not served");
+        })
+        .ok();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -158,17 +168,26 @@ fn common() -> Result<Common, String> {
         init,
         kernel,
         cache,
+        slirp4netns,
         runtime,
     })
 }
 
-fn vm_capability(sandbox: VmSandbox) -> Capability {
+fn vm_capability(sandbox: VmSandbox, slirp4netns: Option<&PathBuf>) -> Capability {
     Capability {
         sandbox: sandbox.sandbox(),
         detail: String::new(),
         enforces_resources: true,
         isolates_network: true,
-        provides_network: sandbox == VmSandbox::Qemu,
+        provides_network: slirp4netns.is_some(),
+    }
+}
+
+/// How jobs allowing network get it, for the capability line.
+fn network_detail(slirp4netns: Option<&PathBuf>) -> &'static str {
+    match slirp4netns {
+        Some(_) => "network through slirp4netns when the Spec allows it",
+        None => "no network (no slirp4netns: Specs allowing it are not served)",
     }
 }
 
@@ -178,6 +197,7 @@ fn probe_firecracker() -> Result<VmHost, String> {
         init,
         kernel,
         cache,
+        slirp4netns,
         runtime,
     } = common()?;
     let mut host = VmHost {
@@ -185,17 +205,18 @@ fn probe_firecracker() -> Result<VmHost, String> {
         kernel: kernel.clone(),
         cache,
         vmm: Vmm::Firecracker(installation.clone()),
-        capability: vm_capability(VmSandbox::Firecracker),
+        capability: vm_capability(VmSandbox::Firecracker, slirp4netns.as_ref()),
+        slirp4netns,
     };
     match runtime.block_on(probe_boot(&host)) {
         Ok(boot) => {
             host.capability.detail = format!(
                 "jobs run in Firecracker microVMs ({}; kernel {}; test boot {:.1} s); vCPUs, \
-                 memory and disk from the Spec, no network (Specs allowing it are not \
-                 claimed)",
+                 memory and disk from the Spec, {}",
                 installation.describe(),
                 kernel.version,
-                boot.as_secs_f64()
+                boot.as_secs_f64(),
+                network_detail(host.slirp4netns.as_ref()),
             );
             tracing::info!("Firecracker guests boot here");
             Ok(host)
@@ -220,6 +241,7 @@ fn probe_qemu() -> Result<VmHost, String> {
         init,
         kernel,
         cache,
+        slirp4netns,
         runtime,
     } = common()?;
     let mut failures = Vec::new();
@@ -229,7 +251,8 @@ fn probe_qemu() -> Result<VmHost, String> {
             kernel: kernel.clone(),
             cache: cache.clone(),
             vmm: Vmm::Qemu(accel),
-            capability: vm_capability(VmSandbox::Qemu),
+            capability: vm_capability(VmSandbox::Qemu, slirp4netns.as_ref()),
+            slirp4netns: slirp4netns.clone(),
         };
         match runtime.block_on(probe_boot(&host)) {
             Ok(boot) => {
@@ -241,11 +264,11 @@ fn probe_qemu() -> Result<VmHost, String> {
                 };
                 host.capability.detail = format!(
                     "jobs run in QEMU microvm guests ({qemu_version}; kernel {}; accel {}: \
-                     {speed}; test boot {:.1} s); vCPUs, memory and disk from the Spec, no \
-                     network unless the Spec allows it",
+                     {speed}; test boot {:.1} s); vCPUs, memory and disk from the Spec, {}",
                     kernel.version,
                     accel.as_str(),
-                    boot.as_secs_f64()
+                    boot.as_secs_f64(),
+                    network_detail(host.slirp4netns.as_ref()),
                 );
                 tracing::info!(accel = accel.as_str(), "QEMU guests boot here");
                 return Ok(host);
@@ -295,6 +318,7 @@ async fn probe_boot(host: &VmHost) -> Result<Duration, String> {
             name: qemu::PORT_NAME.to_owned(),
         },
         disks: GuestDisks::named(),
+        network: None,
         argv: vec!["/probe".to_owned(), "--version".to_owned()],
         env: vec![("PATH".to_owned(), plan::DEFAULT_PATH.to_owned())],
         working_dir: "/".to_owned(),
@@ -562,6 +586,7 @@ fn prepare(
             name: qemu::PORT_NAME.to_owned(),
         },
         disks: GuestDisks::named(),
+        network: None,
         argv,
         env,
         working_dir,
@@ -617,21 +642,34 @@ async fn boot_outcome(
     cancel: &CancellationToken,
 ) -> (ExecOutcome, Option<Console>) {
     let mut results = Results::new(&job.guest, job.build_time);
-    if resources.network && matches!(host.vmm, Vmm::Firecracker(_)) {
-        let error = "sandbox `firecracker` gives jobs no network yet (it would need a tap \
-                     device and NAT on the host); run this Spec without --network, or use \
-                     sandbox `qemu`"
-            .to_owned();
-        return (results.failed(error), None);
-    }
     let run = match RunDir::create(&host.cache) {
         Ok(run) => run,
         Err(error) => return (results.failed(error), None),
+    };
+    // Before the VMM, which starts inside it.
+    let network = if resources.network {
+        let Some(slirp4netns) = &host.slirp4netns else {
+            let error = "the Spec allows network, and this host has no slirp4netns to give \
+                         VM jobs network (Debian: slirp4netns)"
+                .to_owned();
+            return (results.failed(error), None);
+        };
+        let owner = match &host.vmm {
+            Vmm::Qemu(_) => 0,
+            Vmm::Firecracker(_) => firecracker::jail_uid(),
+        };
+        match network::JobNetwork::for_vm(slirp4netns, owner).await {
+            Ok(network) => Some(network),
+            Err(error) => return (results.failed(error), None),
+        }
+    } else {
+        None
     };
     let files = {
         let host = host.clone();
         let run = run.path.clone();
         let mut guest = job.guest.clone();
+        guest.network = network.as_ref().map(|_| network::GuestNetwork::SLIRP);
         let root_disk = job.root_disk.clone();
         let disk_size = resources.disk;
         let network = resources.network;
@@ -692,7 +730,7 @@ async fn boot_outcome(
                 root_disk: &job.root_disk,
                 scratch_disk: &scratch,
                 channel,
-                network: resources.network,
+                network: network.as_ref(),
                 placement: job.placement.as_ref(),
             };
             match qemu::spawn(&machine) {
@@ -717,6 +755,7 @@ async fn boot_outcome(
                 initramfs: &inside.initramfs,
                 root_disk: &inside.root_disk,
                 scratch_disk: &inside.scratch_disk,
+                network: network.as_ref(),
                 placement: job.placement.as_ref(),
             };
             match firecracker::start(installation, jail, &machine).await {
@@ -792,6 +831,9 @@ async fn boot_outcome(
         task.abort();
     }
     drop(listener);
+    if let Some(network) = network {
+        network.close().await;
+    }
     drop(layout);
     drop(run);
     let outcome = match stop {

@@ -61,7 +61,9 @@ pub(super) struct Machine<'a> {
     pub root_disk: &'a Path,
     pub scratch_disk: &'a Path,
     pub channel: Channel<'a>,
-    pub network: bool,
+    /// The job's network namespace with the tap QEMU attaches to, when the Spec allows
+    /// network.
+    pub network: Option<&'a super::super::network::JobNetwork>,
     /// The benchmark CPUs: the whole QEMU process (vCPU threads, and the I/O thread
     /// serving the guest's disks and channel) starts there.
     pub placement: Option<&'a super::super::Placement>,
@@ -146,13 +148,17 @@ pub(super) fn spawn(machine: &Machine<'_>) -> std::io::Result<Child> {
                 .args(["-device", "vhost-user-vsock-device,chardev=channel"]);
         }
     }
-    if machine.network {
+    if let Some(network) = machine.network {
         command.args([
             "-netdev",
-            "user,id=net0",
+            &format!(
+                "tap,id=net0,ifname={},script=no,downscript=no",
+                super::super::network::TAP
+            ),
             "-device",
             "virtio-net-device,netdev=net0",
         ]);
+        network.enter(&mut command).map_err(std::io::Error::other)?;
     }
     command
         .stdin(Stdio::null())

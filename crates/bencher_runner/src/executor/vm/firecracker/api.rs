@@ -37,6 +37,8 @@ pub(super) struct Machine<'a> {
     /// The vsock's Unix socket: the guest's connections to port P arrive at `<it>_P`.
     pub vsock: &'a str,
     pub guest_cid: u32,
+    /// The host's tap device for the guest's `eth0`, when it has network.
+    pub tap: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -70,12 +72,18 @@ struct Vsock<'a> {
 }
 
 #[derive(Serialize)]
+struct NetworkInterface<'a> {
+    iface_id: &'a str,
+    host_dev_name: &'a str,
+}
+
+#[derive(Serialize)]
 struct Action {
     action_type: &'static str,
 }
 
 /// The requests, in order, that configure `machine` and boot it; the last one,
-/// `InstanceStart`, boots it. No network interface: the guest has none.
+/// `InstanceStart`, boots it. A network interface only with a tap.
 pub(super) fn configuration(machine: &Machine<'_>) -> Vec<ApiRequest> {
     let drive = |id: &str, path: &str, read_only: bool| ApiRequest {
         path: format!("/drives/{id}"),
@@ -86,7 +94,7 @@ pub(super) fn configuration(machine: &Machine<'_>) -> Vec<ApiRequest> {
             is_read_only: read_only,
         }),
     };
-    vec![
+    let mut requests = vec![
         ApiRequest {
             path: "/machine-config".to_owned(),
             body: json(&MachineConfig {
@@ -112,13 +120,23 @@ pub(super) fn configuration(machine: &Machine<'_>) -> Vec<ApiRequest> {
                 uds_path: machine.vsock,
             }),
         },
-        ApiRequest {
-            path: "/actions".to_owned(),
-            body: json(&Action {
-                action_type: "InstanceStart",
+    ];
+    if let Some(tap) = machine.tap {
+        requests.push(ApiRequest {
+            path: "/network-interfaces/eth0".to_owned(),
+            body: json(&NetworkInterface {
+                iface_id: "eth0",
+                host_dev_name: tap,
             }),
-        },
-    ]
+        });
+    }
+    requests.push(ApiRequest {
+        path: "/actions".to_owned(),
+        body: json(&Action {
+            action_type: "InstanceStart",
+        }),
+    });
+    requests
 }
 
 /// A body as JSON. `to_value` cannot fail for these plain structs of strings and
@@ -279,6 +297,7 @@ mod tests {
             scratch_disk: "/scratch.ext4",
             vsock: "/vsock.sock",
             guest_cid: 3,
+            tap: None,
         };
         let requests = configuration(&machine);
         let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
@@ -313,6 +332,19 @@ mod tests {
             json!({"guest_cid": 3, "uds_path": "/vsock.sock"})
         );
         assert_eq!(requests[5].body, json!({"action_type": "InstanceStart"}));
+
+        // With network, the interface comes before the start.
+        let requests = configuration(&Machine {
+            tap: Some("vm0"),
+            ..machine
+        });
+        assert_eq!(requests.len(), 7);
+        assert_eq!(requests[5].path, "/network-interfaces/eth0");
+        assert_eq!(
+            requests[5].body,
+            json!({"iface_id": "eth0", "host_dev_name": "vm0"})
+        );
+        assert_eq!(requests[6].path, "/actions");
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //! With Firecracker's `jailer` (beside `firecracker`, or configured): the jailer
 //! builds the chroot, its device nodes and a cgroup with the job's CPUs and a memory
 //! limit, drops to the jail's own uid and gid, and starts the VMM as PID 1 of a new PID
-//! namespace (`--new-pid-ns`); the runner puts it in a new, empty network namespace.
-//! Without one, the runner does the equivalent itself: new mount, network, IPC and UTS
+//! namespace (`--new-pid-ns`); the runner puts it in a new, empty network namespace, or
+//! the job's (`super::network`) when the Spec allows network. Without a jailer, the
+//! runner does the equivalent itself: new mount, network (or the job's), IPC and UTS
 //! namespaces, a chroot of the same contents, the jail's uid and gid, no new
 //! privileges, and the benchmark CPUs (the cpuset cgroup and affinity QEMU gets). It
 //! makes no PID namespace: the VMM's root holds no `/proc` and its uid owns no other
@@ -35,6 +36,7 @@ use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use tokio::time::Instant;
 
 use super::super::Placement;
+use super::super::network::{self, JobNetwork};
 use super::VmmProcess;
 
 /// The guest's vsock context id (any above 2, the host's).
@@ -199,6 +201,11 @@ pub(super) fn disk_serial(path: &Path) -> io::Result<String> {
     Ok(serial)
 }
 
+/// The uid and gid of this runner's jails.
+pub(super) fn jail_uid() -> u32 {
+    UID_BASE + std::process::id()
+}
+
 /// A job's jail: `<run>/jail/<firecracker's file name>/<id>/root`, the layout the
 /// jailer makes under its `--chroot-base-dir` (the run directory, deleted with it).
 pub(super) struct Jail {
@@ -224,7 +231,7 @@ impl Jail {
         let base = run.join("jail");
         let root = base.join(exe).join(&id).join("root");
         fs::create_dir_all(&root).map_err(|e| format!("cannot create the jail {e}"))?;
-        let uid = UID_BASE + std::process::id();
+        let uid = jail_uid();
         // The VMM creates its API socket in its root.
         rustix::fs::chown(
             &root,
@@ -351,6 +358,9 @@ pub(super) struct Machine<'a> {
     pub initramfs: &'a str,
     pub root_disk: &'a str,
     pub scratch_disk: &'a str,
+    /// The job's network namespace, with the tap the VMM attaches the guest's
+    /// `eth0` to, when the Spec allows network.
+    pub network: Option<&'a JobNetwork>,
     pub placement: Option<&'a Placement>,
 }
 
@@ -426,6 +436,7 @@ async fn configure_vm(
         scratch_disk: machine.scratch_disk,
         vsock: &vsock,
         guest_cid: GUEST_CID,
+        tap: machine.network.map(|_| network::TAP),
     });
     for request in requests {
         tokio::time::timeout_at(deadline, client.put(&request.path, &request.body))
@@ -488,21 +499,26 @@ async fn spawn_jailed(
             command.args(["--parent-cgroup", parent.trim_start_matches('/')]);
         }
     }
+    if let Some(network) = machine.network {
+        command.arg("--netns").arg(network.path());
+    }
     command.args(["--", "--api-sock", &format!("/{API_SOCKET}")]);
     stdio(&mut command);
     if let Some(placement) = machine.placement {
         super::super::placement::install(&mut command, placement)?;
     }
-    // The jailer can only join a network namespace (`--netns`), so the runner makes a
-    // fresh, empty one for it: the VMM has no network device at all.
-    // SAFETY: one raw syscall between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::unshare(libc::CLONE_NEWNET) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    if machine.network.is_none() {
+        // The jailer can only join a network namespace (`--netns`), so the runner makes
+        // a fresh, empty one for it: the VMM has no network device at all.
+        // SAFETY: one raw syscall between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
     let mut jailer_process = command
         .spawn()
@@ -561,7 +577,13 @@ fn spawn_self_jailed(
     jail.link(&installation.firecracker, "firecracker")?;
     let dev = jail.root.join("dev");
     fs::create_dir_all(&dev).map_err(|e| format!("cannot create the jail's /dev: {e}"))?;
-    for (name, major, minor) in [("kvm", 10, 232), ("urandom", 1, 9)] {
+    let mut nodes = vec![("kvm", 10, 232), ("urandom", 1, 9)];
+    if machine.network.is_some() {
+        fs::create_dir_all(dev.join("net"))
+            .map_err(|e| format!("cannot create the jail's /dev/net: {e}"))?;
+        nodes.push(("net/tun", 10, 200));
+    }
+    for (name, major, minor) in nodes {
         let node = dev.join(name);
         rustix::fs::mknodat(
             rustix::fs::CWD,
@@ -579,6 +601,7 @@ fn spawn_self_jailed(
     let mut child = jail.spawn(
         "firecracker",
         &["--api-sock", &api, "--id", &jail.id],
+        machine.network,
         machine.placement,
     )?;
     let stdout = child.stdout.take();
@@ -592,14 +615,15 @@ fn spawn_self_jailed(
 
 impl Jail {
     /// Starts `/program` of the jail (a static binary linked in) the way the jailer
-    /// would: new mount, network, IPC and UTS namespaces, mounts private, chrooted to
-    /// the jail, the jail's uid and gid with no supplementary groups, no new
-    /// privileges, on the benchmark CPUs; killed with the runner. Its stdout and
-    /// stderr are piped.
+    /// would: new mount, network (or the job's, `network`), IPC and UTS namespaces,
+    /// mounts private, chrooted to the jail, the jail's uid and gid with no
+    /// supplementary groups, no new privileges, on the benchmark CPUs; killed with the
+    /// runner. Its stdout and stderr are piped.
     fn spawn(
         &self,
         program: &str,
         args: &[&str],
+        network: Option<&JobNetwork>,
         placement: Option<&Placement>,
     ) -> Result<Child, String> {
         // Looked up at exec, after the chroot.
@@ -609,6 +633,15 @@ impl Jail {
         if let Some(placement) = placement {
             super::super::placement::install(&mut command, placement)?;
         }
+        let namespaces = match network {
+            Some(network) => {
+                network.enter(&mut command)?;
+                libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS
+            }
+            None => {
+                libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS
+            }
+        };
         let root = std::ffi::CString::new(self.root.as_os_str().as_encoded_bytes())
             .map_err(|_| "the jail's path holds a NUL".to_owned())?;
         let id = self.uid;
@@ -623,12 +656,7 @@ impl Jail {
                         Err(io::Error::last_os_error())
                     }
                 };
-                check(libc::unshare(
-                    libc::CLONE_NEWNS
-                        | libc::CLONE_NEWNET
-                        | libc::CLONE_NEWIPC
-                        | libc::CLONE_NEWUTS,
-                ))?;
+                check(libc::unshare(namespaces))?;
                 // Nothing mounted here reaches the host.
                 check(libc::mount(
                     std::ptr::null(),
@@ -738,7 +766,7 @@ mod tests {
         let jail = Jail::create(&run, &installation).unwrap();
         assert_eq!(jail.root, run.join("jail/firecracker/bencher-vm-1-1/root"));
         assert_eq!(jail.link(busybox, "busybox").unwrap(), "/busybox");
-        let mut child = jail.spawn("busybox", &["sleep", "60"], None).unwrap();
+        let mut child = jail.spawn("busybox", &["sleep", "60"], None, None).unwrap();
         let proc = PathBuf::from(format!("/proc/{}", child.id().unwrap()));
 
         let status = fs::read_to_string(proc.join("status")).unwrap();
