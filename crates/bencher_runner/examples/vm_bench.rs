@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bencher_oci::config::ImageConfig;
 use bencher_runner::executor::{
-    self, ExecOutcome, ExecRequest, FirecrackerPaths, OutputLimits, Resources, Sandbox,
+    self, ExecOutcome, ExecRequest, FirecrackerConfig, OutputLimits, Resources, Sandbox,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -36,9 +36,10 @@ async fn main() {
     for program in ["sh", "date"] {
         copy_with_libraries(&Path::new("/bin").join(program), &root, program);
     }
-    executor::configure_firecracker(FirecrackerPaths {
+    executor::configure_firecracker(FirecrackerConfig {
         firecracker: std::env::var_os("BENCHER_FIRECRACKER").map(PathBuf::from),
         jailer: std::env::var_os("BENCHER_JAILER").map(PathBuf::from),
+        log_level: None,
     });
     let mut measured = 0;
     for sandbox in [Sandbox::Qemu, Sandbox::Firecracker] {

@@ -182,6 +182,9 @@ pub struct UpArgs {
     )]
     pub danger_allow_no_sandbox: bool,
     /// The log level for the sandbox process
+    ///
+    /// Firecracker's `--level`; what it logs ends up in the job's error message when
+    /// the VM fails.
     #[arg(long, value_enum, default_value_t = SandboxLogLevel::Warning)]
     pub sandbox_log_level: SandboxLogLevel,
     /// Disable automatic updates from the server
@@ -255,10 +258,12 @@ pub struct VmArgs {
 }
 
 impl VmArgs {
-    pub fn firecracker_paths(&self) -> crate::executor::FirecrackerPaths {
-        crate::executor::FirecrackerPaths {
+    /// How Firecracker runs, its log at `level`.
+    pub fn firecracker_config(&self, level: SandboxLogLevel) -> crate::executor::FirecrackerConfig {
+        crate::executor::FirecrackerConfig {
             firecracker: self.firecracker.clone(),
             jailer: self.jailer.clone(),
+            log_level: Some(level.as_firecracker_level()),
         }
     }
 }
@@ -471,6 +476,20 @@ pub enum SandboxLogLevel {
     Trace,
 }
 
+impl SandboxLogLevel {
+    /// The level as Firecracker's `--level` takes it.
+    pub fn as_firecracker_level(self) -> &'static str {
+        match self {
+            SandboxLogLevel::Off => "Off",
+            SandboxLogLevel::Error => "Error",
+            SandboxLogLevel::Warning => "Warning",
+            SandboxLogLevel::Info => "Info",
+            SandboxLogLevel::Debug => "Debug",
+            SandboxLogLevel::Trace => "Trace",
+        }
+    }
+}
+
 /// A cpufreq governor name as sysfs lists them: `[a-z0-9_]`, at most 15 characters.
 fn parse_governor(value: &str) -> Result<String, String> {
     let valid = !value.is_empty()
@@ -586,6 +605,7 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+    use std::path::Path;
 
     const KEY: &str = "bencher_runner_0123456789abcdefghijABCDEFGHIJ";
 
@@ -671,11 +691,20 @@ mod tests {
             "/tmp/cache",
             "--spool-dir",
             "/tmp/spool",
+            "--firecracker",
+            "/opt/fc/firecracker",
         ])
         .unwrap();
         assert_eq!(args.poll_timeout, 900);
         assert!(args.danger_allow_no_sandbox);
         assert_eq!(args.sandbox_log_level, SandboxLogLevel::Debug);
+        let firecracker = args.vm.firecracker_config(args.sandbox_log_level);
+        assert_eq!(
+            firecracker.firecracker.as_deref(),
+            Some(Path::new("/opt/fc/firecracker"))
+        );
+        assert_eq!(firecracker.jailer, None);
+        assert_eq!(firecracker.log_level, Some("Debug"));
         assert_eq!(args.max_download_size(), 1 << 20);
         assert_eq!(args.max_output_size.bytes(), 1 << 20);
         assert_eq!(args.grace_period(), Duration::from_secs(5));

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bencher_runner::agent::{self, Exit};
-use bencher_runner::cli::{Cli, Command, InstallArgs, NoiseArgs, StatusArgs, UpArgs};
+use bencher_runner::cli::{
+    Cli, Command, InstallArgs, NoiseArgs, SandboxLogLevel, StatusArgs, UpArgs,
+};
 use bencher_runner::noise;
 use bencher_runner::tuning::Tuning;
 use bencher_runner::{executor, service, status};
@@ -43,8 +45,12 @@ fn main() -> ExitCode {
     };
     // Before any sandbox check, which probes each VMM once.
     match &cli.command {
-        Command::Up(args) => executor::configure_firecracker(args.vm.firecracker_paths()),
-        Command::Run(args) => executor::configure_firecracker(args.vm.firecracker_paths()),
+        Command::Up(args) => {
+            executor::configure_firecracker(args.vm.firecracker_config(args.sandbox_log_level));
+        }
+        Command::Run(args) => {
+            executor::configure_firecracker(args.vm.firecracker_config(SandboxLogLevel::Warning));
+        }
         _ => {}
     }
     let result = runtime.block_on(async {

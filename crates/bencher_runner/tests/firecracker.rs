@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use bencher_runner::executor::{self, ExecOutcome, FirecrackerPaths, Sandbox};
+use bencher_runner::executor::{self, ExecOutcome, FirecrackerConfig, Sandbox};
 use tokio_util::sync::CancellationToken;
 
 mod vm_support;
@@ -145,9 +145,10 @@ fn leftover_cgroups() -> Vec<PathBuf> {
 async fn firecracker_runs_jobs_in_jailed_microvms_where_the_host_can() {
     let _serial = SERIAL.lock().await;
     let Some(setup) = setup() else { return };
-    executor::configure_firecracker(FirecrackerPaths {
+    executor::configure_firecracker(FirecrackerConfig {
         firecracker: std::env::var_os("BENCHER_FIRECRACKER").map(PathBuf::from),
         jailer: std::env::var_os("BENCHER_JAILER").map(PathBuf::from),
+        log_level: None,
     });
     let check = tokio::task::spawn_blocking(|| executor::check(Sandbox::Firecracker))
         .await

@@ -58,7 +58,7 @@ use bencher_types::protocol::{IterationResult, JobConfig};
 use tokio_util::sync::CancellationToken;
 
 pub use plan::PlanError;
-pub use vm::{Accel, FirecrackerPaths, configure_firecracker};
+pub use vm::{Accel, FirecrackerConfig, configure_firecracker};
 
 /// Where a job runs. A closed set: every sandbox the runner supports is a variant, so
 /// every place that must treat them differently is found by the compiler.

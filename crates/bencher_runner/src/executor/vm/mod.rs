@@ -57,7 +57,7 @@ use super::job::{Planned, admit, plan_process};
 use super::network;
 use super::plan;
 use super::{Capability, ExecOutcome, ExecRequest, OutputLimits, Resources, Sandbox};
-pub use firecracker::{FirecrackerPaths, configure as configure_firecracker};
+pub use firecracker::{FirecrackerConfig, configure as configure_firecracker};
 pub use qemu::Accel;
 
 /// The exit code reported for an iteration the executor killed: SIGKILL's.

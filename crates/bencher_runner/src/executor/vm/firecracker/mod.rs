@@ -52,21 +52,25 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// The VMM's own memory beside the guest's, in its cgroup's limit.
 const VMM_OVERHEAD: u64 = 256 << 20;
 
-/// Where the runner finds Firecracker: `runner up --firecracker/--jailer` (and their
-/// environment variables), else `firecracker` on `PATH` and `jailer` beside it or on
-/// `PATH`.
+/// How the runner runs Firecracker: where it is (`runner up --firecracker/--jailer`
+/// and their environment variables, else `firecracker` on `PATH` and `jailer` beside it
+/// or on `PATH`) and its log level (`--sandbox-log-level`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FirecrackerPaths {
+pub struct FirecrackerConfig {
     pub firecracker: Option<PathBuf>,
     pub jailer: Option<PathBuf>,
+    /// Firecracker's `--level` (`Off`, `Error`, `Warning`, `Info`, `Debug`, `Trace`);
+    /// its default without one. Its log goes to the console the runner keeps the end
+    /// of for error messages.
+    pub log_level: Option<&'static str>,
 }
 
-static PATHS: OnceLock<FirecrackerPaths> = OnceLock::new();
+static CONFIG: OnceLock<FirecrackerConfig> = OnceLock::new();
 
-/// Sets where Firecracker is, once, before the first check; later calls are ignored
+/// Sets how Firecracker runs, once, before the first check; later calls are ignored
 /// (the probe has run with the first).
-pub fn configure(paths: FirecrackerPaths) {
-    let _ = PATHS.set(paths);
+pub fn configure(config: FirecrackerConfig) {
+    let _ = CONFIG.set(config);
 }
 
 /// A usable installation.
@@ -76,12 +80,13 @@ pub(super) struct Installation {
     pub jailer: Option<PathBuf>,
     /// As `firecracker --version` printed it (`Firecracker v1.7.0`).
     pub version: String,
+    pub log_level: Option<&'static str>,
 }
 
 impl Installation {
     pub(super) fn find() -> Result<Installation, String> {
-        let paths = PATHS.get().cloned().unwrap_or_default();
-        let firecracker = match paths.firecracker {
+        let config = CONFIG.get().cloned().unwrap_or_default();
+        let firecracker = match config.firecracker {
             Some(path) => path,
             None => on_path("firecracker").ok_or(
                 "`firecracker` is not installed (not on PATH); install a Firecracker release \
@@ -89,7 +94,7 @@ impl Installation {
             )?,
         };
         let version = version_of(&firecracker)?;
-        let jailer = match paths.jailer {
+        let jailer = match config.jailer {
             Some(path) => Some(path),
             None => Some(firecracker.with_file_name("jailer"))
                 .filter(|p| p.is_file())
@@ -125,6 +130,7 @@ impl Installation {
             firecracker,
             jailer,
             version,
+            log_level: config.log_level,
         })
     }
 
@@ -503,6 +509,9 @@ async fn spawn_jailed(
         command.arg("--netns").arg(network.path());
     }
     command.args(["--", "--api-sock", &format!("/{API_SOCKET}")]);
+    if let Some(level) = installation.log_level {
+        command.args(["--level", level]);
+    }
     stdio(&mut command);
     if let Some(placement) = machine.placement {
         super::super::placement::install(&mut command, placement)?;
@@ -598,12 +607,11 @@ fn spawn_self_jailed(
     fs::set_permissions(&dev, fs::Permissions::from_mode(0o755))
         .map_err(|e| format!("cannot set the jail's /dev mode: {e}"))?;
     let api = format!("/{API_SOCKET}");
-    let mut child = jail.spawn(
-        "firecracker",
-        &["--api-sock", &api, "--id", &jail.id],
-        machine.network,
-        machine.placement,
-    )?;
+    let mut args = vec!["--api-sock", &api, "--id", &jail.id];
+    if let Some(level) = installation.log_level {
+        args.extend(["--level", level]);
+    }
+    let mut child = jail.spawn("firecracker", &args, machine.network, machine.placement)?;
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     Ok(Started {
@@ -762,6 +770,7 @@ mod tests {
             firecracker: PathBuf::from("/usr/local/bin/firecracker"),
             jailer: None,
             version: "Firecracker v1.7.0".to_owned(),
+            log_level: None,
         };
         let jail = Jail::create(&run, &installation).unwrap();
         assert_eq!(jail.root, run.join("jail/firecracker/bencher-vm-1-1/root"));
