@@ -164,7 +164,13 @@ pub fn network_up(network: &GuestNetwork) -> Result<(), String> {
             (&raw mut netmask).cast(),
         )?;
         let mut flags = request();
-        flags.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        ioctl(
+            "read the flags",
+            libc::SIOCGIFFLAGS,
+            (&raw mut flags).cast(),
+        )?;
+        // The device's own flags (broadcast, multicast) stay as they are.
+        flags.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
         ioctl("bring up", libc::SIOCSIFFLAGS, (&raw mut flags).cast())?;
         let mut route: RouteEntry = std::mem::zeroed();
         route.rt_dst = sockaddr(std::net::Ipv4Addr::UNSPECIFIED);
@@ -193,10 +199,7 @@ pub fn load_modules() -> Result<(), String> {
     let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
     for module in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let file = File::open(module).map_err(|e| format!("cannot open module {module}: {e}"))?;
-        let name = Path::new(module)
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy();
+        let name = module_name(module);
         let params = CString::new(module_params(&cmdline, &name))
             .map_err(|_| format!("the kernel command line's parameters for {name} hold a NUL"))?;
         // SAFETY: finit_module with an open fd and a NUL-terminated parameter string
@@ -217,6 +220,24 @@ pub fn load_modules() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The module's name from its initramfs path, `/lib/bencher-modules/NN-name.ko`
+/// (numbered by the runner in load order).
+pub fn module_name(path: &str) -> String {
+    let file = Path::new(path)
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy();
+    let stem = file.split('.').next().unwrap_or_default();
+    match stem.split_once('-') {
+        Some((number, name))
+            if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            name.to_owned()
+        }
+        _ => stem.to_owned(),
+    }
 }
 
 /// The `module.param=value` words of a kernel command line for `module`, as the
@@ -317,7 +338,21 @@ pub fn mount(
 
 #[cfg(test)]
 mod tests {
-    use super::module_params;
+    use super::{module_name, module_params};
+
+    #[test]
+    fn module_names_drop_the_load_order_number() {
+        assert_eq!(
+            module_name("/lib/bencher-modules/00-virtio_mmio.ko"),
+            "virtio_mmio"
+        );
+        assert_eq!(
+            module_name("/lib/bencher-modules/12-crc32c-generic.ko"),
+            "crc32c-generic"
+        );
+        assert_eq!(module_name("/lib/bencher-modules/03-ext4.ko.xz"), "ext4");
+        assert_eq!(module_name("/lib/virtio_blk.ko"), "virtio_blk");
+    }
 
     #[test]
     fn module_parameters_come_from_the_command_line() {

@@ -45,10 +45,12 @@ fn setup() -> Option<&'static Setup> {
     })
 }
 
-/// Processes of this test's VM cache: QEMU by its command line, vhost-device-vsock by
-/// its socket's path, a jailed Firecracker by its root.
+/// Processes of this test's VMs: QEMU by its command line, vhost-device-vsock by its
+/// socket's path, a jailed Firecracker by the jail's uid (1 900 000 000 + the runner's
+/// pid, here this test's).
 fn vm_processes(setup: &Setup) -> Vec<(i32, String)> {
     let needle = setup.cache.to_string_lossy().into_owned();
+    let jail_uid = format!("Uid:\t{}\t", 1_900_000_000 + std::process::id());
     fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -56,8 +58,8 @@ fn vm_processes(setup: &Setup) -> Vec<(i32, String)> {
             let pid: i32 = entry.file_name().to_string_lossy().parse().ok()?;
             let cmdline = fs::read(entry.path().join("cmdline")).ok()?;
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let root = fs::read_link(entry.path().join("root")).unwrap_or_default();
-            (cmdline.contains(&needle) || root.starts_with(&setup.cache)).then_some((pid, cmdline))
+            let status = fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+            (cmdline.contains(&needle) || status.contains(&jail_uid)).then_some((pid, cmdline))
         })
         .collect()
 }

@@ -40,8 +40,12 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const SIOCBRADDBR: libc::c_ulong = 0x89a0;
 const SIOCBRADDIF: libc::c_ulong = 0x89a2;
 
-/// `slirp4netns` from `BENCHER_SLIRP4NETNS`, else on `PATH`, if it runs.
+/// `slirp4netns` from `BENCHER_SLIRP4NETNS`, else on `PATH`, if it runs and the
+/// runner can make namespaces and devices (root).
 pub(super) fn find_slirp4netns() -> Result<PathBuf, String> {
+    if !rustix::process::geteuid().is_root() {
+        return Err("a job's network namespace and devices need root".to_owned());
+    }
     let path = match std::env::var_os("BENCHER_SLIRP4NETNS") {
         Some(path) => PathBuf::from(path),
         None => std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
@@ -112,9 +116,14 @@ impl JobNetwork {
         let (mut ready_read, ready_write) = pipe()?;
         let namespace = format!("/proc/{}/fd/{}", std::process::id(), netns.as_raw_fd());
         let mut command = Command::new(slirp4netns);
-        command.args([
+        // It parses the job's traffic as root: in a mount namespace of its own with
+        // its capabilities dropped, under seccomp, and without the runner's
+        // environment (which holds its key).
+        command.env_clear().args([
             "--netns-type=path",
             "--disable-host-loopback",
+            "--enable-sandbox",
+            "--enable-seccomp",
             "--ready-fd=3",
         ]);
         if attach == Attach::Container {

@@ -532,6 +532,10 @@ async fn iteration(
 
     let mut command = tokio::process::Command::new(&job.binary);
     command
+        // The container's environment is config.json's; the runtime itself (under
+        // runsc, the sandbox the job runs against) gets none of the runner's, which
+        // holds its key.
+        .env_clear()
         .args(job.runtime.global_args(&job.dirs, job.resources.network))
         .arg("run")
         .arg("--bundle")

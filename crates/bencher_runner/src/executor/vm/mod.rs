@@ -457,7 +457,8 @@ fn cache_dir() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-/// Deletes run directories whose runner process is gone (its VMMs died with it).
+/// Deletes run directories whose runner process is gone (its QEMUs died with it; a
+/// jailed Firecracker is killed here first).
 fn clean_stale_runs(cache: &Path) {
     for entry in fs::read_dir(cache.join("run"))
         .into_iter()
@@ -468,12 +469,13 @@ fn clean_stale_runs(cache: &Path) {
         let Some(pid) = name
             .strip_prefix("bencher-vm-")
             .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
         else {
             continue;
         };
-        if !Path::new("/proc").join(pid).exists() {
+        if !Path::new("/proc").join(pid.to_string()).exists() {
             tracing::info!(dir = %entry.path().display(), "removing a dead runner's VM files");
-            firecracker::clean_stale(&entry.path());
+            firecracker::clean_stale(&entry.path(), pid);
             let _ = fs::remove_dir_all(entry.path());
         }
     }
@@ -834,8 +836,12 @@ async fn boot_outcome(
     if let Some(network) = network {
         network.close().await;
     }
-    drop(layout);
-    drop(run);
+    // Removing the jailer's cgroups may wait a moment for the VMM's exit to settle.
+    let _ = tokio::task::spawn_blocking(move || {
+        drop(layout);
+        drop(run);
+    })
+    .await;
     let outcome = match stop {
         Some(Stop::Canceled) => ExecOutcome::Canceled {
             results: results.with_partial(),
@@ -939,10 +945,18 @@ impl Layout {
             firecracker::disk_serial(&path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))
         };
-        Ok(GuestDisks {
+        let disks = GuestDisks {
             root: serial("root.ext4")?,
             scratch: serial(SCRATCH)?,
-        })
+        };
+        // Cut to 20 bytes, two serials could agree (very large inode numbers).
+        if disks.root == disks.scratch {
+            return Err(format!(
+                "the guest could not tell its disks apart: both have serial {}",
+                disks.root
+            ));
+        }
+        Ok(disks)
     }
 
     /// The scratch disk, handed to the jail's uid under Firecracker.

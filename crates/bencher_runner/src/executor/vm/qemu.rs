@@ -168,9 +168,11 @@ pub(super) fn spawn(machine: &Machine<'_>) -> std::io::Result<Child> {
     command.spawn()
 }
 
-/// Killed when dropped, and when the spawning thread (a runtime worker) dies.
+/// Without the runner's environment (it holds the runner's key, and the VMM is what
+/// a guest would escape into); killed when dropped, and when the spawning thread (a
+/// runtime worker) dies.
 fn dies_with_the_runner(command: &mut Command) {
-    command.kill_on_drop(true);
+    command.env_clear().kill_on_drop(true);
     // SAFETY: prctl only, between fork and exec.
     unsafe {
         command.pre_exec(|| {

@@ -93,6 +93,10 @@ impl Installation {
                  and pass --firecracker (or BENCHER_FIRECRACKER)",
             )?,
         };
+        // The jailer names the chroot, the pid file and the cgroup after the binary's
+        // real file name (it canonicalizes `--exec-file`), so the runner must too.
+        let firecracker = fs::canonicalize(&firecracker)
+            .map_err(|e| format!("cannot find {}: {e}", firecracker.display()))?;
         let version = version_of(&firecracker)?;
         let jailer = match config.jailer {
             Some(path) => Some(path),
@@ -209,8 +213,17 @@ pub(super) fn disk_serial(path: &Path) -> io::Result<String> {
 
 /// The uid and gid of this runner's jails.
 pub(super) fn jail_uid() -> u32 {
-    UID_BASE + std::process::id()
+    uid_of_runner(std::process::id())
 }
+
+/// The jails' uid and gid of the runner with this pid.
+fn uid_of_runner(pid: u32) -> u32 {
+    UID_BASE + pid
+}
+
+/// The cgroup parent of a jailer's cgroups when the benchmark CPUs are not a cgroup
+/// v2 partition (there, the partition's own cgroup, `bencher-runner`).
+const CGROUP_PARENT: &str = "bencher-firecracker";
 
 /// A job's jail: `<run>/jail/<firecracker's file name>/<id>/root`, the layout the
 /// jailer makes under its `--chroot-base-dir` (the run directory, deleted with it).
@@ -313,7 +326,7 @@ impl Drop for Jail {
 
 /// Removes the jailer's cgroups of jail `id`, under either parent it may have used.
 fn remove_cgroups(id: &str) {
-    for parent in ["firecracker", "bencher-runner"] {
+    for parent in [CGROUP_PARENT, "bencher-runner"] {
         for dir in Jail::cgroups(id, parent) {
             // A cgroup is removable once its last process has exited, which follows
             // the kill by a moment.
@@ -329,31 +342,49 @@ fn remove_cgroups(id: &str) {
     }
 }
 
-/// What a dead runner's run directory `run` may have left besides its files: a VMM
-/// still running in one of its jails (the jailed VMM does not die with the runner: the
-/// uid change clears the parent-death signal), and the jailer's cgroups. Kills the
-/// processes whose root is inside `run`, then removes the cgroups.
-pub(super) fn clean_stale(run: &Path) {
-    let Ok(run) = fs::canonicalize(run) else {
-        return;
-    };
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let inside =
-            fs::read_link(entry.path().join("root")).is_ok_and(|root| root.starts_with(&run));
-        if inside && let Some(pid) = rustix::process::Pid::from_raw(pid) {
-            tracing::info!(
-                pid = pid.as_raw_nonzero().get(),
-                "killing a dead runner's VMM"
-            );
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
+/// What the dead runner `runner_pid`'s run directory `run` may have left besides its
+/// files: a VMM still running in one of its jails (a jailed VMM does not die with the
+/// runner: the uid change clears the parent-death signal), and the jailer's cgroups.
+/// Kills the processes of that runner's jail uid (which finds them whether the jailer
+/// chrooted or pivoted them), then removes the cgroups.
+pub(super) fn clean_stale(run: &Path, runner_pid: u32) {
+    let killed = kill_uid(uid_of_runner(runner_pid));
+    if killed > 0 {
+        tracing::info!(killed, "killed a dead runner's VMMs");
     }
     if let Some(id) = run.file_name() {
         remove_cgroups(&id.to_string_lossy());
     }
+}
+
+/// SIGKILLs every process whose real uid is `uid` (a jail's: nothing else has it);
+/// how many there were.
+fn kill_uid(uid: u32) -> usize {
+    let mut killed = 0;
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if process_uid(pid) == Some(uid)
+            && let Some(pid) = rustix::process::Pid::from_raw(pid)
+            && rustix::process::kill_process(pid, rustix::process::Signal::KILL).is_ok()
+        {
+            killed += 1;
+        }
+    }
+    killed
+}
+
+/// The real uid of process `pid`, from `/proc/<pid>/status`.
+fn process_uid(pid: i32) -> Option<u32> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The microVM, with paths inside the jail.
@@ -445,17 +476,30 @@ async fn configure_vm(
         tap: machine.network.map(|_| network::TAP),
     });
     for request in requests {
-        tokio::time::timeout_at(deadline, client.put(&request.path, &request.body))
-            .await
-            .map_err(|_| format!("Firecracker's API did not answer within {START_TIMEOUT:?}"))?
-            .map_err(|e| bencher_client::error_chain(&e))?;
+        loop {
+            let put = client.put(&request.path, &request.body);
+            let answer = tokio::time::timeout_at(deadline, put).await.map_err(|_| {
+                format!("Firecracker's API did not answer within {START_TIMEOUT:?}")
+            })?;
+            match answer {
+                Ok(()) => break,
+                // The socket file exists from `bind`, before `listen`: the first
+                // connection may come too early.
+                Err(api::ApiError::Connect { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(error) => return Err(bencher_client::error_chain(&error)),
+            }
+        }
     }
     Ok(())
 }
 
-/// The console pipes, a null stdin, and the VMM dying with the runner where it can.
+/// No environment (the runner's holds its key), the console pipes, a null stdin, and
+/// the VMM dying with the runner where it can.
 fn stdio(command: &mut Command) {
     command
+        .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -495,16 +539,24 @@ async fn spawn_jailed(
         "memory.limit_in_bytes"
     };
     command.args(["--cgroup", &format!("{memory_file}={memory}")]);
-    if let Some(placement) = machine.placement {
+    // The jailer's cgroup holds the job's CPUs where tuning made a cpuset cgroup (as a
+    // container's does, and for the same reason the jailer is not put into that
+    // cgroup itself: it makes its own below, which on v2 needs the parent empty).
+    // Without one, the affinity hook below places it.
+    let mut parent = CGROUP_PARENT;
+    let cpuset = machine.placement.filter(|p| p.cgroup.is_some());
+    if let Some(placement) = cpuset {
         command.args(["--cgroup", &format!("cpuset.cpus={}", placement.cpu_list())]);
         if let Some(mems) = cpuset_mems(placement) {
             command.args(["--cgroup", &format!("cpuset.mems={mems}")]);
         }
-        if let Some(parent) = &placement.oci_parent {
+        if let Some(oci_parent) = &placement.oci_parent {
             // On cgroup v2 the partition's CPUs are only reachable from inside it.
-            command.args(["--parent-cgroup", parent.trim_start_matches('/')]);
+            parent = oci_parent.trim_start_matches('/');
         }
     }
+    // Named always: the jailer's default is the binary's file name.
+    command.args(["--parent-cgroup", parent]);
     if let Some(network) = machine.network {
         command.arg("--netns").arg(network.path());
     }
@@ -513,7 +565,7 @@ async fn spawn_jailed(
         command.args(["--level", level]);
     }
     stdio(&mut command);
-    if let Some(placement) = machine.placement {
+    if let Some(placement) = machine.placement.filter(|p| p.cgroup.is_none()) {
         super::super::placement::install(&mut command, placement)?;
     }
     if machine.network.is_none() {
@@ -533,13 +585,33 @@ async fn spawn_jailed(
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", jailer.display()))?;
     let stdout = jailer_process.stdout.take();
-    let stderr = jailer_process.stderr.take();
-    let status = tokio::time::timeout(START_TIMEOUT, jailer_process.wait())
-        .await
-        .map_err(|_| format!("the jailer did not start Firecracker within {START_TIMEOUT:?}"))?
-        .map_err(|e| format!("cannot wait for the jailer: {e}"))?;
-    if !status.success() {
-        return Err(format!("the jailer failed ({status})"));
+    let mut stderr = jailer_process.stderr.take();
+    let status = tokio::time::timeout(START_TIMEOUT, jailer_process.wait()).await;
+    let failed = match status {
+        Ok(Ok(status)) if status.success() => None,
+        Ok(Ok(status)) => Some(format!("the jailer failed ({status})")),
+        Ok(Err(e)) => Some(format!("cannot wait for the jailer: {e}")),
+        Err(_) => Some(format!(
+            "the jailer did not start Firecracker within {START_TIMEOUT:?}"
+        )),
+    };
+    if let Some(failed) = failed {
+        let _ = jailer_process.start_kill();
+        // Whatever it started runs as the jail's uid.
+        kill_uid(jail.uid);
+        let mut said = String::new();
+        if let Some(stderr) = stderr.take() {
+            use tokio::io::AsyncReadExt;
+            let mut tail = stderr.take(16 << 10);
+            let read = tail.read_to_string(&mut said);
+            let _ = tokio::time::timeout(Duration::from_secs(1), read).await;
+        }
+        let said = said.trim();
+        return Err(if said.is_empty() {
+            failed
+        } else {
+            format!("{failed}: {said}")
+        });
     }
     let exe = installation
         .firecracker
@@ -547,17 +619,33 @@ async fn spawn_jailed(
         .unwrap_or_default()
         .to_string_lossy();
     let pid_file = jail.root.join(format!("{exe}.pid"));
-    let pid = fs::read_to_string(&pid_file)
+    let watched = fs::read_to_string(&pid_file)
         .ok()
         .and_then(|text| text.trim().parse::<i32>().ok())
         .and_then(rustix::process::Pid::from_raw)
-        .ok_or_else(|| format!("the jailer left no pid in {}", pid_file.display()))?;
-    let process = VmmProcess::watch(pid).map_err(|e| {
-        format!(
-            "cannot watch Firecracker (pid {}): {e}",
-            pid.as_raw_nonzero()
-        )
-    })?;
+        .ok_or_else(|| format!("the jailer left no pid in {}", pid_file.display()))
+        .and_then(|pid| {
+            let process = VmmProcess::watch(pid).map_err(|e| {
+                format!(
+                    "cannot watch Firecracker (pid {}): {e}",
+                    pid.as_raw_nonzero()
+                )
+            })?;
+            // The VMM is not the runner's child: its pid could have been reused between
+            // the jailer's exit and the pidfd. The pidfd now holds the process; its uid
+            // says whether it is the jail's.
+            if process_uid(pid.as_raw_nonzero().get()) != Some(jail.uid) {
+                return Err("Firecracker exited as soon as the jailer started it".to_owned());
+            }
+            Ok(process)
+        });
+    let process = match watched {
+        Ok(process) => process,
+        Err(error) => {
+            kill_uid(jail.uid);
+            return Err(error);
+        }
+    };
     Ok(Started {
         process,
         stdout,
@@ -565,15 +653,15 @@ async fn spawn_jailed(
     })
 }
 
-/// The cpuset cgroup's memory nodes, which a v1 cpuset must have before it takes a
-/// process: the runner's benchmark cgroup's, else the root's.
+/// The memory nodes of the runner's benchmark cpuset cgroup, which a v1 cpuset must
+/// have before it takes a process (`cpuset.mems`, else on v2 the effective ones).
 fn cpuset_mems(placement: &Placement) -> Option<String> {
     let dir = placement.cgroup.as_deref()?;
-    ["cpuset.mems", "cpuset.effective_mems"]
+    ["cpuset.mems", "cpuset.mems.effective"]
         .iter()
-        .find_map(|file| fs::read_to_string(dir.join(file)).ok())
+        .filter_map(|file| fs::read_to_string(dir.join(file)).ok())
         .map(|mems| mems.trim().to_owned())
-        .filter(|mems| !mems.is_empty())
+        .find(|mems| !mems.is_empty())
 }
 
 /// Without a jailer: the VMM (a static binary) hard-linked into the jail with
@@ -583,7 +671,11 @@ fn spawn_self_jailed(
     jail: &Jail,
     machine: &Machine<'_>,
 ) -> Result<Started, String> {
-    jail.link(&installation.firecracker, "firecracker")?;
+    // A copy, as the jailer makes: the operator's binary keeps its mode and owner.
+    let vmm = jail.root.join("firecracker");
+    fs::copy(&installation.firecracker, &vmm)
+        .and_then(|_| fs::set_permissions(&vmm, fs::Permissions::from_mode(0o555)))
+        .map_err(|e| format!("cannot put Firecracker into the jail: {e}"))?;
     let dev = jail.root.join("dev");
     fs::create_dir_all(&dev).map_err(|e| format!("cannot create the jail's /dev: {e}"))?;
     let mut nodes = vec![("kvm", 10, 232), ("urandom", 1, 9)];
@@ -809,8 +901,8 @@ mod tests {
             .collect();
         assert_eq!(inside, ["busybox"]);
 
-        // As after a runner crash: the jailed process is found by its root and killed.
-        clean_stale(&run);
+        // As after a runner crash: the jailed process is found by its uid and killed.
+        clean_stale(&run, std::process::id());
         let ended = tokio::time::timeout(Duration::from_secs(10), child.wait())
             .await
             .expect("clean_stale kills the jailed process")
