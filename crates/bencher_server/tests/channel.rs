@@ -2,9 +2,12 @@
 //! and test runners speaking the protocol over real WebSockets (`channel/client.rs`),
 //! on SQLite and PostgreSQL. Time-based rules move the server's injected clock instead
 //! of sleeping; nothing here asserts how fast anything is (see `benches/dispatch.rs`).
+//! Runner self-update's channel and download tests are the module `update`.
 
 #[path = "channel/client.rs"]
 mod client;
+#[path = "channel/update.rs"]
+mod update;
 
 use std::time::Duration;
 
@@ -33,7 +36,18 @@ async fn call(
     path: &str,
     payload: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut request = server.request_as(method, path, Some(token));
+    call_as(server, Some(token), method, path, payload).await
+}
+
+/// [`call`] with a token or none.
+async fn call_as(
+    server: &TestServer,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    payload: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = server.request_as(method, path, token);
     if let Some(payload) = payload {
         request = request.json(&payload);
     }

@@ -1,143 +1,21 @@
 //! Runner self-update against a real server: `[update]` with a directory of signed
 //! artifacts, `update` answering a `ready` that lists the feature (and no job claimed for
 //! it), the artifact download with the runner's key, and the canary channel; on SQLite
-//! and PostgreSQL. Test runners speak the protocol directly (`channel/client.rs`).
-
-#[path = "channel/client.rs"]
-mod client;
+//! and PostgreSQL. A module of the channel tests, whose fixtures and test runners it
+//! uses.
 
 use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bencher_oci::digest::Digest;
 use bencher_server::update::{UpdateChannel, UpdateConfig};
 use bencher_test_support::reqwest::{Method, StatusCode};
 use bencher_test_support::{Backend, TestServer, backend_tests};
-use client::{TestRunner, connect};
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-async fn call(
-    server: &TestServer,
-    token: Option<&str>,
-    method: Method,
-    path: &str,
-    payload: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut request = server.request_as(method, path, token);
-    if let Some(payload) = payload {
-        request = request.json(&payload);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status();
-    let text = response.text().await.expect("response body");
-    let value = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-    };
-    (status, value)
-}
-
-async fn admin(server: &TestServer, method: Method, path: &str, payload: Option<Value>) -> Value {
-    let token = server.admin_token.expose_secret().to_owned();
-    let (status, value) = call(server, Some(&token), method, path, payload).await;
-    assert!(status.is_success(), "{path}: {status} {value}");
-    value
-}
-
-async fn push_blob(server: &TestServer, token: &str, bytes: &[u8]) -> String {
-    let digest = Digest::sha256_of(bytes).to_string();
-    let response = server
-        .request_as(
-            Method::POST,
-            &format!("/v2/bench/blobs/uploads/?digest={digest}"),
-            Some(token),
-        )
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    digest
-}
-
-/// A user token, a fallback Spec, image `bench:v1` and a runner serving the Spec: the
-/// runner's UUID and key, and the user token.
-async fn fixture(server: &TestServer) -> (String, String, String) {
-    let token = admin(
-        server,
-        Method::POST,
-        "/v0/tokens",
-        Some(json!({ "name": "dev" })),
-    )
-    .await;
-    let user = token["token"].as_str().unwrap().to_owned();
-    let spec = admin(
-        server,
-        Method::POST,
-        "/v0/specs",
-        Some(json!({
-            "name": "Intel v1", "os": "linux", "architecture": "x86_64", "sandbox": "firecracker",
-            "cpu": 4, "memory": 51539607552u64, "disk": 137438953472u64, "fallback": true,
-        })),
-    )
-    .await;
-    let config = serde_json::to_vec(&json!({
-        "architecture": "amd64", "os": "linux",
-        "rootfs": { "type": "layers", "diff_ids": [] },
-    }))
-    .unwrap();
-    let layer = b"a layer".to_vec();
-    let config_digest = push_blob(server, &user, &config).await;
-    let layer_digest = push_blob(server, &user, &layer).await;
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len() },
-        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer.len() }],
-    }))
-    .unwrap();
-    let response = server
-        .request_as(Method::PUT, "/v2/bench/manifests/v1", Some(&user))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let (runner, key) = create_runner(server, "alpha", Some(spec["uuid"].as_str().unwrap())).await;
-    (runner, key, user)
-}
-
-async fn create_runner(server: &TestServer, name: &str, spec: Option<&str>) -> (String, String) {
-    let created = admin(
-        server,
-        Method::POST,
-        "/v0/runners",
-        Some(json!({ "name": name })),
-    )
-    .await;
-    let uuid = created["uuid"].as_str().unwrap().to_owned();
-    if let Some(spec) = spec {
-        admin(
-            server,
-            Method::POST,
-            &format!("/v0/runners/{uuid}/specs"),
-            Some(json!({ "spec": spec })),
-        )
-        .await;
-    }
-    (uuid, created["key"].as_str().unwrap().to_owned())
-}
-
-async fn open(server: &TestServer, runner: &str, key: &str) -> TestRunner {
-    connect(server, runner, Some(key))
-        .await
-        .unwrap_or_else(|(status, body)| panic!("channel refused: {status} {body}"))
-}
+use super::{call_as, create_runner, fixture, open, submit, view};
 
 fn ready(features: &[&str], version: &str, checksum: Option<&str>) -> Value {
     let mut runner = json!({ "os": "linux", "arch": "x86_64", "version": version });
@@ -179,17 +57,6 @@ fn update_config(dir: &Path, channel: UpdateChannel, public_key: String) -> Upda
     }
 }
 
-async fn job_status(server: &TestServer, job: &str) -> String {
-    let job = admin(
-        server,
-        Method::GET,
-        &format!("/v0/projects/bench/jobs/{job}"),
-        None,
-    )
-    .await;
-    job["status"].as_str().unwrap().to_owned()
-}
-
 backend_tests!(
     stable_update_answers_ready_and_claims_nothing,
     canary_offers_by_checksum,
@@ -201,16 +68,10 @@ async fn stable_update_answers_ready_and_claims_nothing(backend: Backend) {
     let (bytes, checksum, signature, public_key) = signed_artifact(dir.path());
     let config = update_config(dir.path(), UpdateChannel::Stable, public_key);
     let server = TestServer::start_with(backend, |c| c.update = Some(config)).await;
-    let (runner, key, user) = fixture(&server).await;
-    let (status, submitted) = call(
-        &server,
-        Some(&user),
-        Method::POST,
-        "/v0/run",
-        Some(json!({ "project": "bench", "job": { "image": "bench:v1" } })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{submitted}");
+    let fixture = fixture(&server).await;
+    let user = fixture.user.clone();
+    let (runner, key) = create_runner(&server, "alpha", &[&fixture.spec]).await;
+    let submitted = submit(&server, &fixture, json!({})).await;
     let job = submitted["uuid"].as_str().unwrap().to_owned();
 
     let mut channel = open(&server, &runner, &key).await;
@@ -234,7 +95,7 @@ async fn stable_update_answers_ready_and_claims_nothing(backend: Backend) {
             .is_none(),
         "the update answers the ready alone"
     );
-    assert_eq!(job_status(&server, &job).await, "pending");
+    assert_eq!(view(&server, &job).await["status"], "pending");
 
     // The download, with the runner's key, streams the same bytes.
     let response = server
@@ -262,18 +123,18 @@ async fn stable_update_answers_ready_and_claims_nothing(backend: Backend) {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.bytes().await.unwrap().len(), bytes.len());
     // Without credentials, with another runner's key, with a user token: refused.
-    let (other, other_key) = create_runner(&server, "beta", None).await;
+    let (other, other_key) = create_runner(&server, "beta", &[]).await;
     assert_ne!(other, runner);
     for (token, expected) in [
         (None, StatusCode::UNAUTHORIZED),
         (Some(other_key.as_str()), StatusCode::UNAUTHORIZED),
         (Some(user.as_str()), StatusCode::FORBIDDEN),
     ] {
-        let (status, body) = call(&server, token, Method::GET, &url, None).await;
+        let (status, body) = call_as(&server, token, Method::GET, &url, None).await;
         assert_eq!(status, expected, "{body}");
     }
     // An unknown platform is a JSON 404.
-    let (status, body) = call(
+    let (status, body) = call_as(
         &server,
         Some(&key),
         Method::GET,
@@ -302,7 +163,7 @@ async fn canary_offers_by_checksum(backend: Backend) {
     let (_, checksum, signature, public_key) = signed_artifact(dir.path());
     let config = update_config(dir.path(), UpdateChannel::Canary, public_key);
     let server = TestServer::start_with(backend, |c| c.update = Some(config)).await;
-    let (runner, key) = create_runner(&server, "alpha", None).await;
+    let (runner, key) = create_runner(&server, "alpha", &[]).await;
     let mut channel = open(&server, &runner, &key).await;
     // Same version, another build: offered.
     let other = "0".repeat(64);
@@ -326,12 +187,12 @@ async fn canary_offers_by_checksum(backend: Backend) {
 
 async fn no_update_configured_offers_nothing(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let (runner, key) = create_runner(&server, "alpha", None).await;
+    let (runner, key) = create_runner(&server, "alpha", &[]).await;
     let mut channel = open(&server, &runner, &key).await;
     channel.send(ready(&["update"], "0.0.1", None)).await;
     channel.expect("no_job").await;
     channel.close().await;
-    let (status, body) = call(
+    let (status, body) = call_as(
         &server,
         Some(&key),
         Method::GET,
