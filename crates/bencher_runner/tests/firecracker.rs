@@ -236,27 +236,11 @@ async fn firecracker_runs_jobs_in_jailed_microvms_where_the_host_can() {
 
     // The VMM dying mid-job fails the job at once.
     let task = tokio::spawn(run(job("sleep 1000", serde_json::json!({}))));
-    let mut killed = false;
-    for _ in 0..300 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Some((pid, _)) = vm_processes(setup).first() {
-            // SAFETY: kill(2) on the job's VMM.
-            unsafe { libc::kill(*pid, libc::SIGKILL) };
-            killed = true;
-            break;
-        }
-    }
-    assert!(killed, "no Firecracker process appeared");
-    let outcome = tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("the job ends without waiting for its timeout")
-        .unwrap();
-    let ExecOutcome::Failed { error, .. } = outcome else {
-        panic!("{outcome:?}");
-    };
-    assert!(
-        error.contains("the VM stopped before the job finished"),
-        "{error}"
-    );
-    assert!(leftover_runs(setup).is_empty());
+    vm_support::a_killed_vmm_fails_the_job(setup, task, "Firecracker", || {
+        vm_processes(setup)
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect()
+    })
+    .await;
 }

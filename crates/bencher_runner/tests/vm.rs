@@ -387,30 +387,7 @@ async fn a_killed_vmm_fails_the_job_at_once() {
     capability.await.unwrap().expect("QEMU guests boot here");
     let config = job("echo started; sleep 1000", serde_json::json!({}));
     let task = tokio::spawn(run(request(setup, image(serde_json::json!({})), config)));
-    // Kill this job's QEMU once it runs.
-    let mut killed = false;
-    for _ in 0..300 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Some(pid) = qemu_pids(setup).first() {
-            // SAFETY: kill(2) on a pid of our own child.
-            unsafe { libc::kill(*pid, libc::SIGKILL) };
-            killed = true;
-            break;
-        }
-    }
-    assert!(killed, "no QEMU process appeared");
-    let outcome = tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("the job ends without waiting for its timeout")
-        .unwrap();
-    let ExecOutcome::Failed { error, .. } = outcome else {
-        panic!("{outcome:?}");
-    };
-    assert!(
-        error.contains("the VM stopped before the job finished"),
-        "{error}"
-    );
-    assert!(leftover_runs(setup).is_empty());
+    vm_support::a_killed_vmm_fails_the_job(setup, task, "QEMU", || qemu_pids(setup)).await;
 }
 
 fn qemu_pids(setup: &Setup) -> Vec<i32> {

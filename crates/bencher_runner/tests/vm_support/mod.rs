@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bencher_oci::config::ImageConfig;
-use bencher_runner::executor::{ExecRequest, OutputLimits, Resources};
+use bencher_runner::executor::{ExecOutcome, ExecRequest, OutputLimits, Resources};
 use bencher_types::protocol::{IterationResult, JobConfig};
 
 pub const PROGRAMS: &[&str] = &[
@@ -231,4 +231,38 @@ pub fn leftover_runs(setup: &Setup) -> Vec<PathBuf> {
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
         .map(|e| e.path())
         .collect()
+}
+
+/// Kills the VMM of the job `task` runs as soon as `vmm_pids` finds it (within 30 s),
+/// then checks that the job fails at once, not at its timeout, saying the VM stopped,
+/// and leaves no run directory.
+pub async fn a_killed_vmm_fails_the_job(
+    setup: &Setup,
+    task: tokio::task::JoinHandle<ExecOutcome>,
+    vmm: &str,
+    vmm_pids: impl Fn() -> Vec<i32>,
+) {
+    let mut killed = false;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(pid) = vmm_pids().first() {
+            // SAFETY: kill(2) on the job's VMM.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+            killed = true;
+            break;
+        }
+    }
+    assert!(killed, "no {vmm} process appeared");
+    let outcome = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the job ends without waiting for its timeout")
+        .unwrap();
+    let ExecOutcome::Failed { error, .. } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(
+        error.contains("the VM stopped before the job finished"),
+        "{error}"
+    );
+    assert!(leftover_runs(setup).is_empty());
 }
