@@ -747,7 +747,7 @@ async fn boot_outcome(
             }
         }
         Vmm::Firecracker(installation) => {
-            let (Some(jail), Some(inside)) = (&layout.jail, &layout.inside) else {
+            let Some((jail, inside)) = &layout.jail else {
                 return (results.failed("the jail is missing".to_owned()), None);
             };
             let machine = firecracker::Machine {
@@ -874,9 +874,8 @@ struct Layout {
     /// QEMU over hybrid vsock: the `vhost-device-vsock` binary and the socket QEMU
     /// connects to it by.
     vhost_vsock: Option<(PathBuf, PathBuf)>,
-    jail: Option<firecracker::Jail>,
-    /// Firecracker's paths inside the jail.
-    inside: Option<JailPaths>,
+    /// Firecracker's jail, and its files' paths inside it.
+    jail: Option<(firecracker::Jail, JailPaths)>,
 }
 
 struct JailPaths {
@@ -901,7 +900,6 @@ impl Layout {
                     guest_channel: GuestChannel::Vsock { port: VSOCK_PORT },
                     vhost_vsock: Some((daemon, run.join("vhost-user.sock"))),
                     jail: None,
-                    inside: None,
                 },
                 None => Layout {
                     dir: run.to_owned(),
@@ -911,7 +909,6 @@ impl Layout {
                     },
                     vhost_vsock: None,
                     jail: None,
-                    inside: None,
                 },
             }),
             Vmm::Firecracker(installation) => {
@@ -927,8 +924,7 @@ impl Layout {
                     channel: jail.root.join(format!("{VSOCK_SOCKET}_{VSOCK_PORT}")),
                     guest_channel: GuestChannel::Vsock { port: VSOCK_PORT },
                     vhost_vsock: None,
-                    jail: Some(jail),
-                    inside: Some(inside),
+                    jail: Some((jail, inside)),
                 })
             }
         }
@@ -966,7 +962,7 @@ impl Layout {
 
     /// `name` in the VM's directory, the jail uid's own under Firecracker.
     fn hand_over(&self, name: &str) -> Result<PathBuf, String> {
-        if let Some(jail) = &self.jail {
+        if let Some((jail, _)) = &self.jail {
             jail.give(name)?;
         }
         Ok(self.dir.join(name))
@@ -977,7 +973,7 @@ impl Layout {
     fn listen(&self) -> Result<UnixListener, String> {
         let listener = UnixListener::bind(&self.channel)
             .map_err(|e| format!("cannot listen on {}: {e}", self.channel.display()))?;
-        if let Some(jail) = &self.jail {
+        if let Some((jail, _)) = &self.jail {
             jail.give(
                 &self
                     .channel
