@@ -294,6 +294,14 @@ impl ExecOutcome {
     }
 }
 
+/// The first file `name` in the directories of `PATH`: how the sandboxes find the
+/// programs they run when no flag or variable names them.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+}
+
 /// Runs the job in `sandbox`. Never fails: whatever happens is an [`ExecOutcome`].
 /// Call [`check`] first; on a host that cannot run the sandbox this returns `Failed`.
 pub async fn execute(

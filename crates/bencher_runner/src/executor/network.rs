@@ -43,14 +43,18 @@ const SIOCBRADDIF: libc::c_ulong = 0x89a2;
 /// `slirp4netns` from `BENCHER_SLIRP4NETNS`, else on `PATH`, if it runs and the
 /// runner can make namespaces and devices (root).
 pub(super) fn find_slirp4netns() -> Result<PathBuf, String> {
+    // Once per process: every job allowed network asks.
+    static FOUND: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    FOUND.get_or_init(look_for_slirp4netns).clone()
+}
+
+fn look_for_slirp4netns() -> Result<PathBuf, String> {
     if !rustix::process::geteuid().is_root() {
         return Err("a job's network namespace and devices need root".to_owned());
     }
     let path = match std::env::var_os("BENCHER_SLIRP4NETNS") {
         Some(path) => PathBuf::from(path),
-        None => std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-            .map(|dir| dir.join("slirp4netns"))
-            .find(|path| path.is_file())
+        None => super::on_path("slirp4netns")
             .ok_or("slirp4netns is not installed (Debian: slirp4netns)")?,
     };
     let output = std::process::Command::new(&path)

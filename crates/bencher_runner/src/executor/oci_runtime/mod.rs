@@ -139,18 +139,14 @@ impl Runtime {
                 ))
             };
         }
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(self.name()))
-            .find(|candidate| candidate.is_file())
-            .ok_or_else(|| {
-                format!(
-                    "`{}` is not on PATH (install it, e.g. `apt-get install {}`, or set {})",
-                    self.name(),
-                    self.name(),
-                    self.env_var()
-                )
-            })
+        super::on_path(self.name()).ok_or_else(|| {
+            format!(
+                "`{}` is not on PATH (install it, e.g. `apt-get install {}`, or set {})",
+                self.name(),
+                self.name(),
+                self.env_var()
+            )
+        })
     }
 
     /// Global flags: the state directory, and for runsc its network and the file

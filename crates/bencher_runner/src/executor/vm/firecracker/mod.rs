@@ -88,7 +88,7 @@ impl Installation {
         let config = CONFIG.get().cloned().unwrap_or_default();
         let firecracker = match config.firecracker {
             Some(path) => path,
-            None => on_path("firecracker").ok_or(
+            None => super::super::on_path("firecracker").ok_or(
                 "`firecracker` is not installed (not on PATH); install a Firecracker release \
                  and pass --firecracker (or BENCHER_FIRECRACKER)",
             )?,
@@ -102,7 +102,7 @@ impl Installation {
             Some(path) => Some(path),
             None => Some(firecracker.with_file_name("jailer"))
                 .filter(|p| p.is_file())
-                .or_else(|| on_path("jailer")),
+                .or_else(|| super::super::on_path("jailer")),
         };
         if let Some(jailer) = &jailer {
             let jailer_version = version_of(jailer)?;
@@ -148,12 +148,6 @@ impl Installation {
             ),
         }
     }
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file())
 }
 
 /// `<binary> --version`'s first line, checked against [`MIN_VERSION`].
