@@ -1040,6 +1040,14 @@ fn capabilities(sandboxes: &[&str], cpus: u32) -> Value {
     })
 }
 
+/// A `ready` with the `capabilities` extension.
+fn ready_with(poll_timeout: u32, capabilities: Value) -> Value {
+    json!({
+        "event": "ready", "poll_timeout": poll_timeout, "features": ["capabilities"],
+        "capabilities": capabilities,
+    })
+}
+
 async fn capabilities_gate_dispatch(backend: Backend) {
     let server = TestServer::start(backend).await;
     let fixture = fixture(&server).await;
@@ -1074,12 +1082,7 @@ async fn capabilities_gate_dispatch(backend: Backend) {
         capabilities(&["gvisor"], 8),
         capabilities(&["firecracker"], 2),
     ] {
-        channel
-            .send(json!({
-                "event": "ready", "poll_timeout": 1, "features": ["capabilities"],
-                "capabilities": capabilities,
-            }))
-            .await;
+        channel.send(ready_with(1, capabilities)).await;
         channel.expect("no_job").await;
     }
     assert_eq!(
@@ -1088,10 +1091,7 @@ async fn capabilities_gate_dispatch(backend: Backend) {
     );
     // Capable, it gets the job.
     channel
-        .send(json!({
-            "event": "ready", "poll_timeout": 60, "features": ["capabilities"],
-            "capabilities": capabilities(&["firecracker"], 4),
-        }))
+        .send(ready_with(60, capabilities(&["firecracker"], 4)))
         .await;
     let job = channel.expect("job").await;
     assert_eq!(job["uuid"], submitted["uuid"]);
@@ -1114,18 +1114,10 @@ async fn capabilities_gate_dispatch(backend: Backend) {
     let mut channel = open(&server, &other, &other_key).await;
     let mut offline = capabilities(&["firecracker"], 4);
     offline["sandboxes_without_network"] = json!(["firecracker"]);
-    channel
-        .send(json!({
-            "event": "ready", "poll_timeout": 1, "features": ["capabilities"],
-            "capabilities": offline,
-        }))
-        .await;
+    channel.send(ready_with(1, offline)).await;
     channel.expect("no_job").await;
     channel
-        .send(json!({
-            "event": "ready", "poll_timeout": 60, "features": ["capabilities"],
-            "capabilities": capabilities(&["firecracker"], 4),
-        }))
+        .send(ready_with(60, capabilities(&["firecracker"], 4)))
         .await;
     let job = channel.expect("job").await;
     assert_eq!(job["uuid"], online["uuid"]);
